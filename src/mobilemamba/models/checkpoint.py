@@ -1,0 +1,109 @@
+"""Loading checkpoints — ours and the published reference's — strictly and safely.
+
+Never unpickles code (`weights_only=True`); every failure is one `CheckpointError` line naming the file and
+what is wrong (missing, truncated, code in the pickle, another variant, another number of classes).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+RAW_KEYS = ("model", "net", "state_dict")  # where a training checkpoint keeps the weights
+EMA_KEYS = ("ema", "net_E", "model_ema", "state_dict_ema")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / torch.compile
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message is one line."""
+
+
+def load_state_dict_file(path: str | os.PathLike) -> Any:
+    """torch.load with weights_only=True, mapping every failure to a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor checkpoint "
+                              f"(weights_only=True rejected it: {first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or corrupt ({first})") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_wrappers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        for prefix in WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def extract_state_dict(obj: Any, ema: bool = False, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model weights in a loaded checkpoint: a raw state dict, or one held under a known key."""
+    if not ema and _is_state_dict(obj):
+        return _strip_wrappers(obj)
+    if isinstance(obj, Mapping):
+        for key in EMA_KEYS if ema else RAW_KEYS:
+            if key in obj and _is_state_dict(obj[key]):
+                return _strip_wrappers(obj[key])
+        if ema and _is_state_dict(obj):
+            raise CheckpointError(f"{source} holds a raw state dict, not EMA weights (use ema=false)")
+        wanted = "|".join(EMA_KEYS if ema else RAW_KEYS)
+        found = ", ".join(sorted(map(str, obj.keys()))[:8])
+        raise CheckpointError(f"{source} has no {'EMA ' if ema else ''}weights under {wanted} (keys: {found})")
+    raise CheckpointError(f"{source} is a {type(obj).__name__}, not a state dict")
+
+
+def _describe_mismatch(model_name: str, source: str, missing: list[str], unexpected: list[str],
+                       shapes: list[tuple[str, tuple, tuple]]) -> str:
+    parts = []
+    if shapes:
+        shown = "; ".join(f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in shapes[:3])
+        parts.append(f"{len(shapes)} shape mismatches ({shown})")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    hint = ""
+    head = [s for s in shapes if s[0].startswith("head.")]
+    if head and len(shapes) == len(head) and not missing and not unexpected:
+        hint = f" — the checkpoint's head has {head[0][1][0]} classes, the model {head[0][2][0]}"
+    elif shapes or missing or unexpected:
+        hint = " — is it a checkpoint of another variant?"
+    return f"{source} does not fit {model_name}: " + ", ".join(parts) + hint
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
+              model_name: str | None = None) -> None:
+    """Strict load: every model tensor present with the same shape, every checkpoint tensor consumed."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        raise CheckpointError(_describe_mismatch(model_name or type(model).__name__, source, missing, unexpected,
+                                                 shapes))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, ema: bool = False,
+                    model_name: str | None = None) -> None:
+    """Load a checkpoint file (raw state dict, or ours/the reference's training checkpoint) into `model`."""
+    state = extract_state_dict(load_state_dict_file(path), ema=ema, source=str(path))
+    load_into(model, state, source=str(path), model_name=model_name)

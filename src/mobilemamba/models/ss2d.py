@@ -1,0 +1,62 @@
+"""SS2D as MobileMamba calls it: d_state 1, two scan directions (row-major and reversed), channel-first.
+
+in_proj (1x1 Conv+BN) → (x, z) → x: depthwise 3x3 + SiLU → two-direction selective scan → LayerNorm over
+channels → gate by SiLU(z) → out_proj (1x1 Conv+BN).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops.scan import selective_scan
+from .layers import Conv2d_BN, LayerNorm2d
+
+K_DIRECTIONS = 2
+
+
+class SS2D(nn.Module):
+    def __init__(self, d_model: int, ssm_ratio: float = 2.0, d_state: int = 1, scan_backend: str = "auto"):
+        super().__init__()
+        d_inner = int(ssm_ratio * d_model)
+        rank = math.ceil(d_model / 16)
+        self.d_inner, self.dt_rank, self.d_state = d_inner, rank, d_state
+        self.scan_backend = scan_backend
+        self.in_proj = Conv2d_BN(d_model, 2 * d_inner)
+        self.act = nn.SiLU()
+        self.conv2d = nn.Conv2d(d_inner, d_inner, 3, 1, 1, groups=d_inner, bias=True)
+        # 'v2' initialisation of the reference: x_proj as stacked nn.Linear defaults, dt weights/bias 0.1·U[0,1),
+        # A = -1 (A_logs = 0), D = 1.
+        bound = 1.0 / math.sqrt(d_inner)
+        self.x_proj_weight = nn.Parameter(torch.empty(K_DIRECTIONS, rank + 2 * d_state, d_inner).uniform_(-bound, bound))
+        self.dt_projs_weight = nn.Parameter(0.1 * torch.rand(K_DIRECTIONS, d_inner, rank))
+        self.dt_projs_bias = nn.Parameter(0.1 * torch.rand(K_DIRECTIONS, d_inner))
+        self.A_logs = nn.Parameter(torch.zeros(K_DIRECTIONS * d_inner, d_state))
+        self.Ds = nn.Parameter(torch.ones(K_DIRECTIONS * d_inner))
+        self.out_norm = LayerNorm2d(d_inner)
+        self.out_proj = Conv2d_BN(d_inner, d_model)
+
+    def forward_core(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d_inner, H, W) → (B, d_inner, H, W): scan both directions, merge per sample, LayerNorm."""
+        b, d, h, w = x.shape
+        length = h * w
+        u = x.flatten(2)
+        xs = torch.stack([u, u.flip(-1)], dim=1)  # (B, 2, d, L)
+        dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
+        dts, Bs, Cs = torch.split(dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
+        y = selective_scan(
+            xs.reshape(b, K_DIRECTIONS * d, length), dts.reshape(b, K_DIRECTIONS * d, length),
+            -torch.exp(self.A_logs.float()), Bs.contiguous(), Cs.contiguous(), self.Ds.float(),
+            self.dt_projs_bias.float().flatten(), delta_softplus=True, backend=self.scan_backend,
+        ).view(b, K_DIRECTIONS, d, length)
+        y = y[:, 0] + y[:, 1].flip(-1)
+        return self.out_norm(y.view(b, d, h, w)).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, z = self.in_proj(x).chunk(2, dim=1)
+        x = self.act(self.conv2d(x))
+        y = self.forward_core(x) * self.act(z)
+        return self.out_proj(y)

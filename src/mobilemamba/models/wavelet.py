@@ -1,0 +1,78 @@
+"""The single-level Haar wavelet transform of the WTE-Mamba branch.
+
+Subband order, for input channel c, is channel 4c + k with k = [LL, LH, HL, HH]: the filters
+0.5·[[1,1],[1,1]], 0.5·[[1,1],[-1,-1]], 0.5·[[1,-1],[1,-1]], 0.5·[[1,-1],[-1,1]] of the published model.
+Two equal formulations:
+- `pytorch_wavelets` (DWTForward/DWTInverse low-level filter banks, J=1, haar), the default;
+- `conv`: the reference's stride-2 grouped conv with those filters and its transpose (fewer kernels; used by
+  the fused inference model and for export).
+Odd sizes are zero-padded bottom/right by one before the transform and cropped after the inverse.
+"""
+from __future__ import annotations
+
+import pywt
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pytorch_wavelets.dwt import lowlevel
+
+WAVELET_IMPLS = ("pytorch_wavelets", "conv")
+
+
+def haar_filters(channels: int) -> torch.Tensor:
+    """The (4·channels, 1, 2, 2) analysis filters, tiled per input channel (also the synthesis filters)."""
+    w = pywt.Wavelet("db1")
+    lo = torch.tensor(w.dec_lo[::-1], dtype=torch.float32)
+    hi = torch.tensor(w.dec_hi[::-1], dtype=torch.float32)
+    bank = torch.stack([lo[None, :] * lo[:, None], lo[None, :] * hi[:, None],
+                        hi[None, :] * lo[:, None], hi[None, :] * hi[:, None]])
+    return bank[:, None].repeat(channels, 1, 1, 1)
+
+
+def pad_to_even(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, w % 2, 0, h % 2))
+    return x
+
+
+class HaarTransform(nn.Module):
+    """Forward (`dwt`) and inverse (`idwt`) Haar transform with the subband layout above.
+
+    Holds no state-dict entries: the filter banks are non-persistent buffers, so the published keys
+    (`wt_filter`, `iwt_filter` on the owning module) stay the only wavelet tensors in a checkpoint.
+    """
+
+    def __init__(self, impl: str = "pytorch_wavelets"):
+        super().__init__()
+        if impl not in WAVELET_IMPLS:
+            raise ValueError(f"wavelet impl must be one of {WAVELET_IMPLS}, got {impl!r}")
+        self.impl = impl
+        w = pywt.Wavelet("haar")
+        for name, t in zip(("h0_col", "h1_col", "h0_row", "h1_row"),
+                           lowlevel.prep_filt_afb2d(w.dec_lo, w.dec_hi, w.dec_lo, w.dec_hi)):
+            self.register_buffer(name, t, persistent=False)
+        for name, t in zip(("g0_col", "g1_col", "g0_row", "g1_row"),
+                           lowlevel.prep_filt_sfb2d(w.rec_lo, w.rec_hi, w.rec_lo, w.rec_hi)):
+            self.register_buffer(name, t, persistent=False)
+
+    def dwt(self, x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → (B, 4C, ⌈H/2⌉, ⌈W/2⌉)."""
+        x = pad_to_even(x)
+        b, c, h, w = x.shape
+        if self.impl == "conv":
+            return F.conv2d(x, filters.to(x.dtype), stride=2, groups=c)
+        low, highs = lowlevel.AFB2D.apply(x, self.h0_row, self.h1_row, self.h0_col, self.h1_col, 0)
+        return torch.cat([low.unsqueeze(2), highs], dim=2).reshape(b, 4 * c, h // 2, w // 2)
+
+    def idwt(self, coeffs: torch.Tensor, filters: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, 4C, h, w) → (B, C, H, W) with (H, W) = `size` (the pre-padding size)."""
+        b, c4, h, w = coeffs.shape
+        c = c4 // 4
+        if self.impl == "conv":
+            x = F.conv_transpose2d(coeffs, filters.to(coeffs.dtype), stride=2, groups=c)
+        else:
+            bands = coeffs.reshape(b, c, 4, h, w)
+            x = lowlevel.SFB2D.apply(bands[:, :, 0].contiguous(), bands[:, :, 1:].contiguous(),
+                                     self.g0_row, self.g1_row, self.g0_col, self.g1_col, 0)
+        return x[..., : size[0], : size[1]]

@@ -1,0 +1,1 @@
+"""Custom operators: the selective scan and its backends."""

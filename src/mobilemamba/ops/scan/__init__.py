@@ -1,0 +1,89 @@
+"""One entry point for the selective scan, with interchangeable backends.
+
+Backends:
+- ``torch``: vectorised pure PyTorch (any device, differentiable); the reference for the others.
+- ``triton``: Triton kernels, forward and backward (CUDA).
+- ``mamba_ssm``: ``selective_scan_fn`` from mamba-ssm, when installed with its CUDA kernels.
+- ``auto``: triton on CUDA tensors (when triton imports), torch elsewhere; says once which it chose.
+Asking for a backend that cannot run raises `ScanBackendError`: there is no silent fallback.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+from typing import Callable
+
+import torch
+
+from .reference import selective_scan_ref
+from .torch_scan import selective_scan_torch
+
+BACKENDS = ("auto", "torch", "triton", "mamba_ssm")
+_log = logging.getLogger(__name__)
+
+
+class ScanBackendError(RuntimeError):
+    """The requested selective-scan backend cannot run here."""
+
+
+@functools.cache
+def _triton_fn() -> Callable:
+    if importlib.util.find_spec("triton") is None:
+        raise ScanBackendError("scan backend 'triton' needs the triton package (pip install triton)")
+    from .triton_scan import selective_scan_triton
+    return selective_scan_triton
+
+
+@functools.cache
+def _mamba_fn() -> Callable:
+    try:  # importing mamba_ssm fails outright when its CUDA extension is missing
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception as err:  # noqa: BLE001 - any import failure means the backend is unusable
+        raise ScanBackendError(f"scan backend 'mamba_ssm' is unavailable: {type(err).__name__}: {err}") from None
+
+    def call(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+        return selective_scan_fn(u, delta, A, B, C, D, None, delta_bias, delta_softplus)
+
+    return call
+
+
+@functools.cache
+def _announce(device_type: str, choice: str) -> None:
+    _log.info("selective scan: backend 'auto' uses '%s' on %s", choice, device_type)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The concrete backend name for `backend` on `device`; raises when it cannot run there."""
+    if backend not in BACKENDS:
+        raise ScanBackendError(f"unknown scan backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        choice = "triton" if device.type == "cuda" and importlib.util.find_spec("triton") is not None else "torch"
+        _announce(device.type, choice)
+        return choice
+    if backend in ("triton", "mamba_ssm") and device.type != "cuda":
+        raise ScanBackendError(f"scan backend {backend!r} needs CUDA tensors, got device '{device}'")
+    return backend
+
+
+def get_scan_fn(backend: str) -> Callable:
+    """The function implementing a concrete backend (not 'auto')."""
+    if backend == "torch":
+        return selective_scan_torch
+    if backend == "triton":
+        return _triton_fn()
+    if backend == "mamba_ssm":
+        return _mamba_fn()
+    raise ScanBackendError(f"unknown scan backend {backend!r}")
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+                   delta_softplus: bool = True, backend: str = "auto") -> torch.Tensor:
+    """y = selective_scan(u, Δ, A, B, C, D, Δ-bias); shapes as in `selective_scan_ref`."""
+    fn = get_scan_fn(resolve_backend(backend, u.device))
+    return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+__all__ = ["BACKENDS", "ScanBackendError", "resolve_backend", "get_scan_fn", "selective_scan",
+           "selective_scan_ref", "selective_scan_torch"]

@@ -1,0 +1,189 @@
+"""Selective scan for d_state = 1 as Triton kernels (forward and backward), for CUDA tensors.
+
+Each program owns BLOCK_D channels of one sample and walks the sequence in tiles of BLOCK_L steps; inside a tile
+the first-order recurrence h_t = a_t h_{t-1} + x_t is an associative scan over (a, x) pairs, and the last state is
+carried to the next tile. The forward pass stores h (float32) for the backward pass, which runs the adjoint
+recurrence g_t = C_t dy_t + a_{t+1} g_{t+1} the same way, tiles taken from the end.
+Compiled by Triton at first use: users need no build step. Under TRITON_INTERPRET=1 it also runs on the CPU
+(slowly), which is how the tests check it without a GPU.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _combine(a1, x1, a2, x2):
+    return a1 * a2, a2 * x1 + x2
+
+
+@triton.jit
+def _softplus(x):
+    e = tl.exp(tl.minimum(x, 20.0))
+    log1p = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))
+    return tl.where(x > 20.0, x, log1p)
+
+
+@triton.jit
+def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, h_ptr,
+                     CH, L, CH_PER_GROUP,
+                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, STORE_H: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    b = tl.program_id(0)
+    ch = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    ch_ok = ch < CH
+    group = ch // CH_PER_GROUP
+    groups = CH // CH_PER_GROUP
+    A = tl.load(A_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32)
+    Dv = tl.load(D_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
+    bias = tl.load(bias_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
+    row = (b * CH + ch)[:, None] * L
+    bc_row = (b * groups + group)[:, None] * L
+    last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, :]
+    h_carry = tl.zeros([BLOCK_D], tl.float32)
+    for t0 in range(0, L, BLOCK_L):
+        t = t0 + tl.arange(0, BLOCK_L)
+        m = ch_ok[:, None] & (t < L)[None, :]
+        u = tl.load(u_ptr + row + t[None, :], mask=m, other=0.0).to(tl.float32)
+        dt = tl.load(dt_ptr + row + t[None, :], mask=m, other=0.0).to(tl.float32) + bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        Bt = tl.load(B_ptr + bc_row + t[None, :], mask=m, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + bc_row + t[None, :], mask=m, other=0.0).to(tl.float32)
+        a = tl.where(m, tl.exp(dt * A[:, None]), 1.0)
+        x = tl.where(m, dt * Bt * u, 0.0)
+        acc_a, acc_x = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
+        h = acc_a * h_carry[:, None] + acc_x
+        y = Ct * h + Dv[:, None] * u
+        tl.store(y_ptr + row + t[None, :], y.to(y_ptr.dtype.element_ty), mask=m)
+        if STORE_H:
+            tl.store(h_ptr + row + t[None, :], h, mask=m)
+        h_carry = tl.sum(tl.where(last, h, 0.0), axis=1)
+
+
+@triton.jit
+def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h_ptr, dy_ptr,
+                     du_ptr, ddt_ptr, dBc_ptr, dCc_ptr, dA_ptr, dD_ptr, dbias_ptr,
+                     CH, L, CH_PER_GROUP,
+                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    b = tl.program_id(0)
+    ch = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    ch_ok = ch < CH
+    group = ch // CH_PER_GROUP
+    groups = CH // CH_PER_GROUP
+    A = tl.load(A_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32)
+    Dv = tl.load(D_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
+    bias = tl.load(bias_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
+    row = (b * CH + ch)[:, None] * L
+    bc_row = (b * groups + group)[:, None] * L
+    last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, :]
+    g_carry = tl.zeros([BLOCK_D], tl.float32)
+    acc_dA = tl.zeros([BLOCK_D], tl.float32)
+    acc_dD = tl.zeros([BLOCK_D], tl.float32)
+    acc_dbias = tl.zeros([BLOCK_D], tl.float32)
+    for r0 in range(0, L, BLOCK_L):
+        t = L - 1 - (r0 + tl.arange(0, BLOCK_L))  # walking backwards in time
+        valid = t >= 0
+        m = ch_ok[:, None] & valid[None, :]
+        m_next = ch_ok[:, None] & (valid & (t + 1 < L))[None, :]
+        m_prev = ch_ok[:, None] & (valid & (t >= 1))[None, :]
+        u = tl.load(u_ptr + row + t[None, :], mask=m, other=0.0).to(tl.float32)
+        dt_raw = tl.load(dt_ptr + row + t[None, :], mask=m, other=0.0).to(tl.float32) + bias[:, None]
+        dt_next = tl.load(dt_ptr + row + t[None, :] + 1, mask=m_next, other=0.0).to(tl.float32) + bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt_raw)
+            dt_next = _softplus(dt_next)
+        else:
+            dt = dt_raw
+        Bt = tl.load(B_ptr + bc_row + t[None, :], mask=m, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + bc_row + t[None, :], mask=m, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + row + t[None, :], mask=m, other=0.0).to(tl.float32)
+        h = tl.load(h_ptr + row + t[None, :], mask=m, other=0.0)
+        h_prev = tl.load(h_ptr + row + t[None, :] - 1, mask=m_prev, other=0.0)
+        # g_t = C_t dy_t + a_{t+1} g_{t+1}: in reversed order, the decay of step j is a at time t+1
+        a_next = tl.where(m_next, tl.exp(dt_next * A[:, None]), 0.0)
+        a_next = tl.where(m, a_next, 1.0)
+        x = tl.where(m, Ct * dy, 0.0)
+        acc_a, acc_x = tl.associative_scan((a_next, x), axis=1, combine_fn=_combine)
+        g = acc_a * g_carry[:, None] + acc_x
+        g_carry = tl.sum(tl.where(last, g, 0.0), axis=1)
+        a = tl.exp(dt * A[:, None])
+        du = dy * Dv[:, None] + g * dt * Bt
+        ddt = g * (Bt * u + h_prev * A[:, None] * a)
+        if SOFTPLUS:
+            ddt = ddt / (1.0 + tl.exp(-dt_raw))
+        ddt = tl.where(m, ddt, 0.0)
+        tl.store(du_ptr + row + t[None, :], du.to(du_ptr.dtype.element_ty), mask=m)
+        tl.store(ddt_ptr + row + t[None, :], ddt.to(ddt_ptr.dtype.element_ty), mask=m)
+        tl.store(dBc_ptr + row + t[None, :], g * dt * u, mask=m)
+        tl.store(dCc_ptr + row + t[None, :], dy * h, mask=m)
+        acc_dA += tl.sum(tl.where(m, g * h_prev * dt * a, 0.0), axis=1)
+        acc_dD += tl.sum(tl.where(m, dy * u, 0.0), axis=1)
+        acc_dbias += tl.sum(ddt, axis=1)
+    out = b * CH + ch
+    tl.store(dA_ptr + out, acc_dA, mask=ch_ok)
+    tl.store(dD_ptr + out, acc_dD, mask=ch_ok)
+    tl.store(dbias_ptr + out, acc_dbias, mask=ch_ok)
+
+
+BLOCK_D = 16
+BLOCK_L = 64
+
+
+def _grid(batch: int, channels: int) -> tuple[int, int]:
+    return (batch, triton.cdiv(channels, BLOCK_D))
+
+
+class _TritonScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
+        u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+        A = A.contiguous()
+        batch, channels, length = u.shape
+        groups = B.shape[1]
+        has_d, has_bias = D is not None, delta_bias is not None
+        D_arg = D.contiguous() if has_d else A
+        bias_arg = delta_bias.contiguous() if has_bias else A
+        y = torch.empty_like(u)
+        need_h = any(ctx.needs_input_grad)
+        h = torch.empty(u.shape, device=u.device, dtype=torch.float32) if need_h else y
+        _scan_fwd_kernel[_grid(batch, channels)](
+            u, delta, A, B, C, D_arg, bias_arg, y, h, channels, length, channels // groups,
+            HAS_D=has_d, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), STORE_H=need_h,
+            BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L)
+        if need_h:
+            ctx.save_for_backward(u, delta, A, B, C, D_arg, bias_arg, h)
+            ctx.flags = (has_d, has_bias, bool(delta_softplus), groups)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, D_arg, bias_arg, h = ctx.saved_tensors
+        has_d, has_bias, softplus, groups = ctx.flags
+        batch, channels, length = u.shape
+        dy = dy.contiguous()
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        dBc = torch.empty(u.shape, device=u.device, dtype=torch.float32)
+        dCc = torch.empty_like(dBc)
+        per_channel = [torch.empty(batch, channels, device=u.device, dtype=torch.float32) for _ in range(3)]
+        _scan_bwd_kernel[_grid(batch, channels)](
+            u, delta, A, B, C, D_arg, bias_arg, h, dy, du, ddelta, dBc, dCc, *per_channel,
+            channels, length, channels // groups,
+            HAS_D=has_d, HAS_BIAS=has_bias, SOFTPLUS=softplus, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L)
+        dA, dD, dbias = (p.sum(0) for p in per_channel)
+        group_sum = lambda g: g.view(batch, groups, channels // groups, length).sum(2, keepdim=True)  # noqa: E731
+        dB, dC = group_sum(dBc).to(B.dtype), group_sum(dCc).to(C.dtype)
+        return (du, ddelta, dA.view_as(A).to(A.dtype), dB, dC,
+                dD.to(D_arg.dtype) if has_d else None, dbias.to(bias_arg.dtype) if has_bias else None, None)
+
+
+def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                          D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+                          delta_softplus: bool = True) -> torch.Tensor:
+    """Shapes as `selective_scan_ref`, with N = 1 (B, C: (b, G, 1, L))."""
+    if A.shape[-1] != 1 or B.shape[2] != 1:
+        raise ValueError(f"the triton scan backend supports d_state=1 only, got A {tuple(A.shape)}")
+    return _TritonScan.apply(u, delta, A, B, C, D, delta_bias, delta_softplus)
