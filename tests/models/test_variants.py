@@ -145,3 +145,16 @@ def test_distillation_head_returns_two_outputs_in_training_and_their_mean_in_eva
         pooled = model.forward_head(feats, pre_logits=True)
         expected = (model.head(pooled) + model.head_dist(pooled)) / 2
         assert torch.allclose(model(x), expected)
+
+
+@pytest.mark.parametrize("wavelet_impl", ["pytorch_wavelets", "conv"])
+def test_bf16_autocast_training_step_runs_and_gives_finite_gradients(wavelet_impl):
+    """pytorch_wavelets' backward runs outside autocast; the wavelet step must keep dtypes consistent."""
+    torch.manual_seed(0)
+    model = mobilemamba.create_model("mobilemamba_t2", num_classes=4, scan_backend="torch",
+                                     embed_dim=(32, 48, 64), depth=(1, 1, 1), wavelet_impl=wavelet_impl)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 48, 48))
+    out.float().logsumexp(-1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

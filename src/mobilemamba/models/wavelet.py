@@ -10,11 +10,16 @@ Odd sizes are zero-padded bottom/right by one before the transform and cropped a
 """
 from __future__ import annotations
 
+import warnings
+
 import pywt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pytorch_wavelets.dwt import lowlevel
+
+with warnings.catch_warnings():  # pytorch_wavelets imports the deprecated pkg_resources at import time
+    warnings.simplefilter("ignore", UserWarning)
+    from pytorch_wavelets.dwt import lowlevel
 
 WAVELET_IMPLS = ("pytorch_wavelets", "conv")
 
@@ -62,7 +67,10 @@ class HaarTransform(nn.Module):
         b, c, h, w = x.shape
         if self.impl == "conv":
             return F.conv2d(x, filters.to(x.dtype), stride=2, groups=c)
-        low, highs = lowlevel.AFB2D.apply(x, self.h0_row, self.h1_row, self.h0_col, self.h1_col, 0)
+        # pytorch_wavelets' backward runs outside autocast: compute in the input's dtype, autocast off
+        f = [t.to(x.dtype) for t in (self.h0_row, self.h1_row, self.h0_col, self.h1_col)]
+        with torch.autocast(x.device.type, enabled=False):
+            low, highs = lowlevel.AFB2D.apply(x, *f, 0)
         return torch.cat([low.unsqueeze(2), highs], dim=2).reshape(b, 4 * c, h // 2, w // 2)
 
     def idwt(self, coeffs: torch.Tensor, filters: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -73,6 +81,7 @@ class HaarTransform(nn.Module):
             x = F.conv_transpose2d(coeffs, filters.to(coeffs.dtype), stride=2, groups=c)
         else:
             bands = coeffs.reshape(b, c, 4, h, w)
-            x = lowlevel.SFB2D.apply(bands[:, :, 0].contiguous(), bands[:, :, 1:].contiguous(),
-                                     self.g0_row, self.g1_row, self.g0_col, self.g1_col, 0)
+            g = [t.to(coeffs.dtype) for t in (self.g0_row, self.g1_row, self.g0_col, self.g1_col)]
+            with torch.autocast(coeffs.device.type, enabled=False):
+                x = lowlevel.SFB2D.apply(bands[:, :, 0].contiguous(), bands[:, :, 1:].contiguous(), *g, 0)
         return x[..., : size[0], : size[1]]
