@@ -37,8 +37,12 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
     group = ch // CH_PER_GROUP
     groups = CH // CH_PER_GROUP
     A = tl.load(A_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
-    bias = tl.load(bias_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
+    Dv = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32)
+    bias = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32)
     row = (b * CH + ch)[:, None] * L
     bc_row = (b * groups + group)[:, None] * L
     last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, :]
@@ -75,8 +79,12 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h_ptr,
     group = ch // CH_PER_GROUP
     groups = CH // CH_PER_GROUP
     A = tl.load(A_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
-    bias = tl.load(bias_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
+    Dv = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32)
+    bias = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + ch, mask=ch_ok, other=0.0).to(tl.float32)
     row = (b * CH + ch)[:, None] * L
     bc_row = (b * groups + group)[:, None] * L
     last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, :]
@@ -93,11 +101,10 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h_ptr,
         u = tl.load(u_ptr + row + t[None, :], mask=m, other=0.0).to(tl.float32)
         dt_raw = tl.load(dt_ptr + row + t[None, :], mask=m, other=0.0).to(tl.float32) + bias[:, None]
         dt_next = tl.load(dt_ptr + row + t[None, :] + 1, mask=m_next, other=0.0).to(tl.float32) + bias[:, None]
+        dt = dt_raw
         if SOFTPLUS:
             dt = _softplus(dt_raw)
             dt_next = _softplus(dt_next)
-        else:
-            dt = dt_raw
         Bt = tl.load(B_ptr + bc_row + t[None, :], mask=m, other=0.0).to(tl.float32)
         Ct = tl.load(C_ptr + bc_row + t[None, :], mask=m, other=0.0).to(tl.float32)
         dy = tl.load(dy_ptr + row + t[None, :], mask=m, other=0.0).to(tl.float32)
