@@ -37,6 +37,7 @@ class BenchConfig:
     teacher: str = "tresnet_v2_l"
     data: str = "synthetic"
     scan_backend: str = "auto"
+    wavelet: str = "auto"  # pytorch_wavelets | conv | auto (conv when compiling: pywt breaks Dynamo's graphs)
     img_size: int = 0  # 0: the variant's own resolution
     warmup: int = 15
     iters: int = 20
@@ -171,6 +172,7 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     model = create_model(name, scan_backend=cfg.scan_backend, **_parse_model_kwargs(cfg.model_kwargs)).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    model.set_wavelet_impl(("conv" if cfg.compile else "pytorch_wavelets") if cfg.wavelet == "auto" else cfg.wavelet)
     x = torch.randn(cfg.batch, 3, img_size, img_size, device=device).to(memory_format=memory_format)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.mode == "infer":

@@ -158,3 +158,18 @@ def test_bf16_autocast_training_step_runs_and_gives_finite_gradients(wavelet_imp
     out.float().logsumexp(-1).mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_conv_wavelet_formulation_gives_the_same_model_and_traces_as_one_graph(tiny_model):
+    """`set_wavelet_impl('conv')` changes nothing numerically and lets torch.compile see one graph
+    (pytorch_wavelets calls into pywt, which Dynamo cannot trace)."""
+    import torch._dynamo as dynamo
+
+    x = torch.randn(2, 3, 40, 40)
+    tiny_model.eval()
+    with torch.no_grad():
+        ref = tiny_model(x)
+        out = tiny_model.set_wavelet_impl("conv")(x)
+    assert torch.allclose(out, ref, atol=1e-5)
+    explained = dynamo.explain(tiny_model)(x)
+    assert explained.graph_break_count == 0

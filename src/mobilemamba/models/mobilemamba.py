@@ -208,6 +208,24 @@ class MobileMamba(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
+    def set_wavelet_impl(self, impl: str) -> "MobileMamba":
+        """Switch every Haar step between 'pytorch_wavelets' and the equal 'conv' formulation.
+
+        'conv' is two grouped convs per step and traces under torch.compile without graph breaks
+        (pytorch_wavelets calls into pywt, which Dynamo cannot trace).
+        """
+        for m in self.modules():
+            if isinstance(m, HaarTransform):
+                m.set_impl(impl)
+        return self
+
+    def set_scan_backend(self, backend: str) -> "MobileMamba":
+        """Use `backend` ('auto', 'torch', 'triton', 'mamba_ssm', ...) for every SS2D."""
+        for m in self.modules():
+            if isinstance(m, SS2D):
+                m.scan_backend = backend
+        return self
+
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
@@ -278,9 +296,7 @@ class MobileMamba(nn.Module):
         """
         self.eval()
         fuse_model(self)
-        for m in self.modules():
-            if isinstance(m, HaarTransform):
-                m.impl = "conv"
+        self.set_wavelet_impl("conv")
         self.fused = True
         return self
 

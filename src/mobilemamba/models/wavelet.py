@@ -50,9 +50,7 @@ class HaarTransform(nn.Module):
 
     def __init__(self, impl: str = "pytorch_wavelets"):
         super().__init__()
-        if impl not in WAVELET_IMPLS:
-            raise ValueError(f"wavelet impl must be one of {WAVELET_IMPLS}, got {impl!r}")
-        self.impl = impl
+        self.set_impl(impl)
         w = pywt.Wavelet("haar")
         for name, t in zip(("h0_col", "h1_col", "h0_row", "h1_row"),
                            lowlevel.prep_filt_afb2d(w.dec_lo, w.dec_hi, w.dec_lo, w.dec_hi)):
@@ -60,6 +58,11 @@ class HaarTransform(nn.Module):
         for name, t in zip(("g0_col", "g1_col", "g0_row", "g1_row"),
                            lowlevel.prep_filt_sfb2d(w.rec_lo, w.rec_hi, w.rec_lo, w.rec_hi)):
             self.register_buffer(name, t, persistent=False)
+
+    def set_impl(self, impl: str) -> None:
+        if impl not in WAVELET_IMPLS:
+            raise ValueError(f"wavelet impl must be one of {WAVELET_IMPLS}, got {impl!r}")
+        self.impl = impl
 
     def dwt(self, x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) → (B, 4C, ⌈H/2⌉, ⌈W/2⌉)."""
