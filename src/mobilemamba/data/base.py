@@ -1,0 +1,43 @@
+"""What every loader returned by ``build_loaders`` looks like to the engine."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .folder import DatasetError
+
+
+class BatchLoader:
+    """Iterates ``(images, targets)`` already on ``device``.
+
+    ``len(loader)`` is the number of batches in a full epoch on this rank. ``set_epoch(e, start_batch=k)``
+    makes the *next* iteration the one of epoch ``e`` starting at batch ``k`` (it yields ``len - k`` batches;
+    skipped batches are never decoded); later iterations without ``set_epoch`` repeat epoch ``e`` from 0.
+    """
+
+    num_classes: int
+    skipped: int
+    batch_size: int
+    num_samples: int  # images this rank reads in a full epoch
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Default for loaders without an order (val, synthetic): nothing to reshuffle."""
+        if start_batch:
+            raise DatasetError(f"{type(self).__name__} has no order to resume inside; start_batch must be 0")
+
+
+def to_device(
+    images: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a batch to ``device`` without blocking the host; NHWC memory format when asked."""
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets.to(device=device, dtype=torch.int64, non_blocking=True)

@@ -1,0 +1,407 @@
+"""``data.loader=dali``: NVIDIA DALI pipelines (GPU decode with ``device_id``, CPU decode with ``device_id=None``).
+
+Exact epochs: each pipeline is built once per loader (defining the RandAugment graph takes seconds) and is
+fed by an ``external_source`` that hands it this rank's batches of file paths, computed in Python with the
+same shuffle and sharding as the torch loader (``sampling.py``); ``fn.io.file.read`` reads the files in DALI's
+threads. The source ends the epoch (``StopIteration``) after the last batch, so there is no reader padding or
+wrap-around: ``len(loader)`` batches per epoch, resume inside an epoch just starts the list at
+``start_batch`` (skipped batches are never read), and val sharding is exact (the last batch is short).
+
+Train: decode with random-area crop (``aug.scale``, ``aug.ratio``) → resize (bilinear or bicubic at random for
+``train_interpolation=random``) → timm-like RandAugment (``dali_randaug.py``) → flip + normalize to float
+CHW → random erasing on the device batch (``erasing.py``, timm's distribution). Val: resize the shorter side to
+``int(size / crop_pct)`` (bicubic), centre crop, normalize.
+
+An undecodable file ends the iteration with a :class:`DatasetError` naming it (never a hang): run
+``python -m mobilemamba.data.check ROOT --write-exclude`` first to exclude such files.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+import zlib
+from collections import deque
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .base import BatchLoader
+from .config import AugParams
+from .erasing import BatchRandomErasing
+from .folder import DatasetError, FolderSplit
+from .sampling import too_small_message, train_batches, train_batches_per_epoch, val_batches
+from .torch_loader import eval_resize_size, load_rgb
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_dali() -> None:
+    if not dali_available():
+        raise DatasetError(
+            "data.loader=dali needs NVIDIA DALI: pip install nvidia-dali-cuda130 (or use data.loader=torch)"
+        )
+
+
+def _interp(name: str):
+    from nvidia.dali import types
+
+    table = {
+        "bilinear": types.INTERP_LINEAR,
+        "bicubic": types.INTERP_CUBIC,
+        "nearest": types.INTERP_NN,
+        "lanczos": types.INTERP_LANCZOS3,
+    }
+    if name not in table:
+        raise DatasetError(f"interpolation {name!r} is not one of {', '.join(table)} (or 'random' for train)")
+    return table[name]
+
+
+def _pipeline_seed(*parts: int) -> int:
+    return zlib.crc32(np.asarray(parts, dtype=np.int64).tobytes()) & 0x7FFFFFFF
+
+
+def _read_files(source: Callable):
+    """Encoded images and labels from ``source()`` = (paths as uint8 arrays, int32 labels) per batch."""
+    from nvidia.dali import fn, types
+
+    paths, target = fn.external_source(
+        source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32], ndim=[1, 0]
+    )
+    return fn.io.file.read(paths), target
+
+
+def _decoder_kwargs(device_id: Optional[int]) -> dict:
+    if device_id is None:
+        return dict(device="cpu")
+    # preallocated nvJPEG buffers (the sizes NVIDIA's ImageNet examples use) avoid reallocations
+    return dict(device="mixed", device_memory_padding=211025920, host_memory_padding=140544512)
+
+
+def train_pipeline(
+    source: Callable,
+    *,
+    batch_size: int,
+    img_size: int,
+    aug: AugParams,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device_id: Optional[int],
+    num_threads: int,
+    seed: int,
+    prefetch: int = 2,
+):
+    """A built train pipeline reading the batches ``source`` gives (outputs: float CHW images, int32 labels)."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    from .dali_randaug import parse_rand_augment, timm_rand_augment
+
+    ra = parse_rand_augment(aug.auto_augment) if aug.auto_augment else None
+
+    @pipeline_def(
+        batch_size=batch_size,
+        num_threads=num_threads,
+        device_id=device_id,
+        seed=seed,
+        prefetch_queue_depth=prefetch,
+        enable_conditionals=ra is not None,
+    )
+    def pipe():
+        jpegs, target = _read_files(source)
+        images = fn.decoders.image_random_crop(
+            jpegs,
+            output_type=types.RGB,
+            random_area=list(aug.scale),
+            random_aspect_ratio=list(aug.ratio),
+            num_attempts=10,
+            **_decoder_kwargs(device_id),
+        )
+        if aug.train_interpolation == "random":
+            interp = fn.random.choice([types.INTERP_LINEAR, types.INTERP_CUBIC])
+        else:
+            interp = _interp(aug.train_interpolation)
+        images = fn.resize(images, resize_x=img_size, resize_y=img_size, interp_type=interp)
+        if ra is not None:
+            images = timm_rand_augment(images, ra, shape=[img_size, img_size])
+        images = fn.crop_mirror_normalize(
+            images,
+            dtype=types.FLOAT,
+            output_layout="CHW",
+            mean=[m * 255 for m in mean],
+            std=[s * 255 for s in std],
+            mirror=fn.random.coin_flip(probability=aug.hflip),
+        )
+        return images, target
+
+    with warnings.catch_warnings():  # DALI's own auto_aug still calls its deprecated fn.experimental aliases
+        warnings.filterwarnings("ignore", message=".*fn.experimental.*", category=DeprecationWarning)
+        p = pipe()
+        p.build()
+    return p
+
+
+def val_pipeline(
+    source: Callable,
+    *,
+    batch_size: int,
+    img_size: int,
+    crop_pct: float,
+    interpolation: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device_id: Optional[int],
+    num_threads: int,
+    seed: int,
+    prefetch: int = 2,
+):
+    """Resize shorter side to ``int(size / crop_pct)``, centre crop ``size``, normalize."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(
+        batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed, prefetch_queue_depth=prefetch
+    )
+    def pipe():
+        jpegs, target = _read_files(source)
+        images = fn.decoders.image(jpegs, output_type=types.RGB, **_decoder_kwargs(device_id))
+        images = fn.resize(
+            images, resize_shorter=eval_resize_size(img_size, crop_pct), interp_type=_interp(interpolation)
+        )
+        images = fn.crop_mirror_normalize(
+            images,
+            dtype=types.FLOAT,
+            output_layout="CHW",
+            crop=(img_size, img_size),
+            crop_pos_x=0.5,
+            crop_pos_y=0.5,
+            mean=[m * 255 for m in mean],
+            std=[s * 255 for s in std],
+        )
+        return images, target
+
+    p = pipe()
+    p.build()
+    return p
+
+
+def _to_torch(dali_out, device: torch.device) -> torch.Tensor:
+    """Copy one DALI output batch (CPU or GPU TensorList) into a torch tensor on ``device``."""
+    from nvidia.dali.backend import TensorListGPU
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    t = dali_out.as_tensor()
+    if isinstance(dali_out, TensorListGPU):
+        arr = torch.empty(t.shape(), dtype=to_torch_type[dali_out.dtype], device=device)
+        feed_ndarray(t, arr, cuda_stream=torch.cuda.current_stream(device))
+        return arr
+    return torch.from_numpy(np.array(t)).to(device, non_blocking=True)
+
+
+class DaliLoader(BatchLoader):
+    """Feeds one DALI pipeline (built on first use) an exact list of batches per iteration.
+
+    Augmentation randomness comes from the pipeline seed ``(seed, rank)`` and continues across epochs; the
+    *order* of samples is what is exactly reproducible per ``(seed, epoch)``.
+    """
+
+    def __init__(
+        self,
+        split: FolderSplit,
+        *,
+        plan: Callable[[int, int], list[list[int]]],
+        num_batches: int,
+        build: Callable[[Callable, int], object],
+        batch_size: int,
+        device: torch.device,
+        channels_last: bool,
+        seed: int,
+        rank: int,
+        world_size: int = 1,
+        erasing: Optional[BatchRandomErasing] = None,
+    ):
+        self.split, self._plan, self._build = split, plan, build
+        self.num_classes, self.batch_size, self.skipped = split.num_classes, batch_size, 0
+        self.device, self.channels_last, self.erasing = device, channels_last, erasing
+        self.seed, self.rank, self._world_size = seed, rank, world_size
+        self._num_batches, self.epoch, self.start_batch = num_batches, 0, 0
+        self.num_samples = sum(len(b) for b in plan(0, 0))
+        self._pipe = None
+        self._pending: deque[list[int]] = deque()  # batches not yet handed to DALI
+        self._inflight: deque[list[int]] = deque()  # handed to DALI, output not yet returned
+        self._gen: Optional[Iterator] = None
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        if not 0 <= start_batch <= self._num_batches:
+            raise DatasetError(f"start_batch {start_batch} is not in [0, {self._num_batches}] (batches per epoch)")
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def batches(self) -> list[list[int]]:
+        """Sample indices of the batches the next iteration yields."""
+        return self._plan(self.epoch, self.start_batch)
+
+    def _source(self):
+        """DALI's external source: the next batch of (path bytes, label), or the end of the epoch."""
+        if not self._pending:
+            raise StopIteration
+        batch = self._pending.popleft()
+        self._inflight.append(batch)
+        samples = [self.split.samples[i] for i in batch]
+        paths = [np.frombuffer(p.encode("utf-8"), dtype=np.uint8) for p, _ in samples]
+        return paths, [np.array(label, dtype=np.int32) for _, label in samples]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._gen is not None:  # an abandoned iteration: finish it (drain + reset) before starting anew
+            self._gen.close()
+        self._gen = self._epoch(self.batches())
+        self.start_batch = 0
+        return self._gen
+
+    def _epoch(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._num_batches == 0:  # raised here, not at build: eval-only jobs build a train loader they never use
+            raise DatasetError(too_small_message(len(self.split), self.batch_size, self._world_size))
+        if not batches:
+            return
+        if self._pipe is None:
+            self._pipe = self._build(self._source, _pipeline_seed(self.seed, self.rank))
+        pipe, finished = self._pipe, False
+        self._pending, self._inflight = deque(batches), deque()
+        try:
+            while True:
+                try:
+                    images, target = pipe.run()
+                except StopIteration:
+                    finished = True
+                    return
+                except Exception as e:  # DALI raises RuntimeError for decode failures; the pipeline is dead
+                    self._pipe = None
+                    raise self._decode_error(e) from None
+                n = len(self._inflight.popleft())
+                x = _to_torch(images, self.device)[:n]
+                y = _to_torch(target, self.device).view(-1)[:n].long()
+                if self.erasing is not None:
+                    x = self.erasing(x)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y
+        finally:
+            self._finish(finished)
+
+    def _finish(self, finished: bool) -> None:
+        """Leave the pipeline ready for the next epoch: drain what is in flight after an early stop, reset."""
+        if self._pipe is None:
+            return
+        self._pending.clear()
+        try:
+            while not finished:
+                try:
+                    self._pipe.run()
+                except StopIteration:
+                    finished = True
+            self._pipe.reset()
+        except Exception:
+            self._pipe = None  # rebuilt on the next iteration
+        self._inflight.clear()
+
+    def _decode_error(self, err: Exception) -> DatasetError:
+        """Name the file DALI could not decode: the first one PIL cannot read among the in-flight batches."""
+        window = [i for b in self._inflight for i in b]
+        first_line = _dali_cause(err)
+        self._inflight.clear()
+        for i in window:
+            path = self.split.samples[i][0]
+            try:
+                load_rgb(path)
+            except Exception:
+                return DatasetError(
+                    f"DALI could not decode {path} ({first_line}); exclude it with "
+                    f"`python -m mobilemamba.data.check {self.split.root.parent} --write-exclude`"
+                )
+        start = self.split.samples[window[0]][0] if window else self.split.root
+        return DatasetError(f"DALI failed on a batch starting at {start}: {first_line}")
+
+
+def _dali_cause(err: Exception) -> str:
+    """The informative line of a DALI pipeline error (the one after ``encountered:``)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if "encountered:" in lines and lines.index("encountered:") + 1 < len(lines):
+        return lines[lines.index("encountered:") + 1]
+    return lines[0] if lines else type(err).__name__
+
+
+def default_threads(world_size: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or 1)
+    return max(1, cores // max(1, local))
+
+
+def build_dali_loaders(
+    train: FolderSplit,
+    val: FolderSplit,
+    aug: AugParams,
+    *,
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_pct: float,
+    interpolation: str,
+    batch_size: int,
+    eval_batch_size: int,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    seed: int,
+    channels_last: bool,
+    dali_device: str = "auto",
+    num_threads: Optional[int] = None,
+    prefetch: int = 2,
+) -> tuple[DaliLoader, DaliLoader]:
+    require_dali()
+    if not isinstance(img_size, int):
+        raise DatasetError(f"the DALI loader needs a square img_size (int), got {img_size!r}")
+    if dali_device == "gpu" and device.type != "cuda":
+        raise DatasetError(f"data.dali_device=gpu needs a CUDA device, got device={device}")
+    use_gpu = device.type == "cuda" and dali_device != "cpu"
+    device_id = (device.index if device.index is not None else torch.cuda.current_device()) if use_gpu else None
+    threads = num_threads or default_threads(world_size)
+    common = dict(img_size=img_size, mean=mean, std=std, device_id=device_id, num_threads=threads, prefetch=prefetch)
+    n_train = len(train)
+    n_batches = train_batches_per_epoch(n_train, batch_size, world_size)
+    train_loader = DaliLoader(
+        train,
+        plan=lambda e, s: train_batches(n_train, batch_size, seed, e, rank, world_size, s),
+        num_batches=n_batches,
+        build=lambda src, sd: train_pipeline(src, batch_size=batch_size, aug=aug, seed=sd, **common),
+        batch_size=batch_size,
+        device=device,
+        channels_last=channels_last,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        erasing=BatchRandomErasing(aug.reprob, aug.remode, aug.recount, seed=_pipeline_seed(seed, rank))
+        if aug.reprob > 0
+        else None,
+    )
+    val_plan = val_batches(len(val), eval_batch_size, rank, world_size)
+    val_loader = DaliLoader(
+        val,
+        plan=lambda e, s: val_plan[s:],
+        num_batches=len(val_plan),
+        build=lambda src, sd: val_pipeline(
+            src, batch_size=eval_batch_size, crop_pct=crop_pct, interpolation=interpolation, seed=sd, **common
+        ),
+        batch_size=eval_batch_size,
+        device=device,
+        channels_last=channels_last,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    return train_loader, val_loader

@@ -1,0 +1,34 @@
+"""GPU paths (skipped without CUDA): DALI nvJPEG decoding into CUDA tensors, the torch loader with pinned memory."""
+from __future__ import annotations
+
+import pytest
+import torch
+from data_helpers import NO_AUG, NUM_CLASSES, PER_CLASS_VAL, loader_kwargs
+
+from mobilemamba.data import build_loaders
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aug", [NO_AUG, {}], ids=["no-aug", "recipe"])
+def test_dali_gpu_decoding_gives_cuda_batches_and_exact_val(jpeg_folder, aug):
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    cfg = dict(loader="dali", root=str(jpeg_folder), num_classes=NUM_CLASSES, dali_device="gpu", dali_threads=4)
+    train, val = build_loaders(cfg, aug, **loader_kwargs(device="cuda", channels_last=True))
+    for epoch in (0, 1):
+        train.set_epoch(epoch)
+        batches = list(train)
+        assert len(batches) == len(train)
+        for x, y in batches:
+            assert x.is_cuda and y.is_cuda and x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+            assert x.is_contiguous(memory_format=torch.channels_last) and int(y.max()) < NUM_CLASSES
+            assert torch.isfinite(x).all()
+    assert sum(len(y) for _, y in val) == NUM_CLASSES * PER_CLASS_VAL
+
+
+def test_torch_loader_moves_pinned_batches_to_the_gpu(jpeg_folder):
+    cfg = dict(loader="torch", root=str(jpeg_folder), num_classes=NUM_CLASSES, workers=0, pin_memory=True)
+    train, _ = build_loaders(cfg, {}, **loader_kwargs(device="cuda"))
+    x, y = next(iter(train))
+    assert x.is_cuda and y.is_cuda and y.dtype == torch.int64
