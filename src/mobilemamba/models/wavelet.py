@@ -10,6 +10,7 @@ Odd sizes are zero-padded bottom/right by one before the transform and cropped a
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pywt
@@ -32,6 +33,11 @@ def haar_filters(channels: int) -> torch.Tensor:
     bank = torch.stack([lo[None, :] * lo[:, None], lo[None, :] * hi[:, None],
                         hi[None, :] * lo[:, None], hi[None, :] * hi[:, None]])
     return bank[:, None].repeat(channels, 1, 1, 1)
+
+
+def _autocast_off(device_type: str):
+    """Disable autocast where it exists (cuda, cpu); other devices (meta, used to count FLOPs) have none."""
+    return torch.autocast(device_type, enabled=False) if device_type in ("cuda", "cpu") else contextlib.nullcontext()
 
 
 def pad_to_even(x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +78,7 @@ class HaarTransform(nn.Module):
             return F.conv2d(x, filters.to(x.dtype), stride=2, groups=c)
         # pytorch_wavelets' backward runs outside autocast: compute in the input's dtype, autocast off
         f = [t.to(x.dtype) for t in (self.h0_row, self.h1_row, self.h0_col, self.h1_col)]
-        with torch.autocast(x.device.type, enabled=False):
+        with _autocast_off(x.device.type):
             low, highs = lowlevel.AFB2D.apply(x, *f, 0)
         return torch.cat([low.unsqueeze(2), highs], dim=2).reshape(b, 4 * c, h // 2, w // 2)
 
@@ -85,6 +91,6 @@ class HaarTransform(nn.Module):
         else:
             bands = coeffs.reshape(b, c, 4, h, w)
             g = [t.to(coeffs.dtype) for t in (self.g0_row, self.g1_row, self.g0_col, self.g1_col)]
-            with torch.autocast(coeffs.device.type, enabled=False):
+            with _autocast_off(coeffs.device.type):
                 x = lowlevel.SFB2D.apply(bands[:, :, 0].contiguous(), bands[:, :, 1:].contiguous(), *g, 0)
         return x[..., : size[0], : size[1]]
