@@ -1,0 +1,112 @@
+"""The training engine: `run_training(cfg, run_dir)` is everything train.py does; `run_eval` is eval.py.
+
+Exit codes of train.py (documented in README): 0 done, 1 crash or checkpoint write failure (disk full),
+2 bad config/checkpoint/data (one-line error),
+3 stopped after trainer.max_nonfinite non-finite updates, 75 preempted (last.ckpt written; rerun to resume).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from .checkpoint import CheckpointLoadError, CheckpointSaveError
+from .config import ConfigError, lr_plan, resolve_phases, validate_train_config
+from .preempt import EXIT_PREEMPTED, Preempted
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NONFINITE = 3
+
+log = logging.getLogger("mobilemamba.engine")
+
+__all__ = [
+    "run_training", "run_eval", "ConfigError", "CheckpointLoadError", "CheckpointSaveError", "Preempted",
+    "EXIT_PREEMPTED", "EXIT_NONFINITE", "EXIT_BAD_INPUT", "lr_plan", "resolve_phases", "validate_train_config",
+]
+
+
+def _quiet_other_ranks(rank: int) -> None:
+    """Rank 0 alone logs to the console and to the run's log file; other ranks keep warnings on stderr."""
+    if rank == 0:
+        return
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+        else:
+            h.setLevel(logging.WARNING)
+
+
+def prepare_generated_data(cfg: DictConfig, is_main: bool) -> None:
+    """data.generate: write the synthetic JPEG folder once (the data layer writes it atomically)."""
+    gen = cfg.data.get("generate")
+    root = cfg.data.get("root")
+    if not gen or not root or Path(str(root)).exists() or not is_main:
+        return
+    from mobilemamba.data.prepare import make_synthetic_jpeg_folder
+
+    make_synthetic_jpeg_folder(str(root), classes=int(gen.classes), per_class_train=int(gen.per_class_train),
+                               per_class_val=int(gen.per_class_val), size=int(gen.size))  # atomic, written once
+
+
+def _error_exit(kind: str, exc: BaseException, code: int) -> None:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    log.error("%s: %s", kind, text)
+    raise SystemExit(code)
+
+
+def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Validate → join the process group → build → run all phases. Ends the process with a documented
+    exit code on bad input (2), non-finite stop (3) or preemption (75)."""
+    from . import distributed as D
+    from .trainer import NonFiniteError, Trainer
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        validate_train_config(cfg, world_size)
+    except ConfigError as exc:
+        _error_exit("config", exc, EXIT_BAD_INPUT)
+    env = D.init_distributed(str(cfg.trainer.get("device", "auto")))
+    _quiet_other_ranks(env.rank)
+    try:
+        prepare_generated_data(cfg, env.is_main)
+        D.barrier()
+        trainer = Trainer(cfg, run_dir, env).build()
+        return trainer.run()
+    except Preempted as exc:
+        log.warning("%s", exc)
+        raise SystemExit(EXIT_PREEMPTED)
+    except NonFiniteError as exc:
+        _error_exit("non-finite", exc, EXIT_NONFINITE)
+    except CheckpointSaveError as exc:
+        _error_exit(type(exc).__name__, exc, EXIT_FAILED)
+    except (ConfigError, CheckpointLoadError) as exc:
+        _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+    except Exception as exc:
+        if type(exc).__name__ in ("DatasetError", "DistillConfigError", "TeacherError", "CheckpointError"):
+            _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+        raise
+    finally:
+        D.destroy_distributed()
+    return {}
+
+
+def run_eval(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+    from .evalrun import evaluate_checkpoint
+
+    try:
+        return evaluate_checkpoint(cfg, Path(out_dir))
+    except (ConfigError, CheckpointLoadError) as exc:
+        _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+    except Exception as exc:
+        if type(exc).__name__ in ("DatasetError", "CheckpointError"):
+            _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+        raise
+    return {}

@@ -1,0 +1,234 @@
+"""Reading the composed config: validation (one-line errors naming the key), lr scaling, phases, eval cadence."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+AMP_MODES = ("fp16", "bf16", "none")
+SCHEDULE_MODES = ("continue", "restart")
+PHASE_KEYS = {"name", "epochs", "distill", "overrides"}
+OVERRIDE_KEYS = {"lr_scale", "schedule", "warmup_epochs", "ema_decay", "grad_clip"}
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key and fits on one line."""
+
+
+def plain(value: Any) -> Any:
+    """OmegaConf containers → python containers (resolved); anything else unchanged."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- lr scaling
+@dataclass(frozen=True)
+class LrPlan:
+    """The learning rates a run uses, after scaling by the global batch (spec §2: base × batch / 512)."""
+
+    global_batch: int
+    lr: float
+    warmup_lr: float
+    min_lr: float
+
+
+def global_batch(cfg: DictConfig, world_size: int) -> int:
+    return int(cfg.data.batch_size) * int(world_size) * int(cfg.trainer.accum_steps)
+
+
+def lr_plan(cfg: DictConfig, world_size: int) -> LrPlan:
+    """lr, warmup lr and min lr for this world size. `optim.lr` (absolute) wins over `optim.lr_base`."""
+    gb = global_batch(cfg, world_size)
+    scale = gb / float(cfg.optim.lr_base_batch)
+    if cfg.optim.get("lr") is not None:
+        lr = float(cfg.optim.lr)
+        # keep the recipe's ratios: warmup starts at lr/1000, cosine ends at lr/100
+        ratio_warm = float(cfg.sched.warmup_lr_base) / float(cfg.optim.lr_base)
+        ratio_min = float(cfg.sched.min_lr_base) / float(cfg.optim.lr_base)
+        return LrPlan(gb, lr, lr * ratio_warm, lr * ratio_min)
+    return LrPlan(
+        gb,
+        float(cfg.optim.lr_base) * scale,
+        float(cfg.sched.warmup_lr_base) * scale,
+        float(cfg.sched.min_lr_base) * scale,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- phases
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of training with its own length, loss and overrides; state carries over between phases."""
+
+    name: str
+    epochs: int
+    distill: dict[str, Any] | None  # None = no teacher
+    lr_scale: float = 1.0
+    schedule: str = "continue"  # continue: one cosine over consecutive phases; restart: a fresh cosine
+    warmup_epochs: float | None = None  # for a restarted schedule (None = sched.warmup_epochs)
+    ema_decay: float | None = None
+    grad_clip: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _distill_for_phase(value: Any, top: dict[str, Any] | None, where: str) -> dict[str, Any] | None:
+    """null → the top-level distill group; 'none'/false → off; a kind name or mapping → merged over top-level."""
+    if value is None:
+        chosen = top
+    elif value is False or (isinstance(value, str) and value.lower() in ("none", "off", "false")):
+        return None
+    elif isinstance(value, str):
+        chosen = {**(top or {}), "kind": value}
+    elif isinstance(value, dict):
+        chosen = {**(top or {}), **value}
+    else:
+        raise ConfigError(f"{where}.distill must be null, 'none', a kind name or a mapping, got {value!r}")
+    if not chosen or str(chosen.get("kind", "none")).lower() == "none":
+        return None
+    return chosen
+
+
+def resolve_phases(cfg: DictConfig) -> list[Phase]:
+    """trainer.phases as a list of Phase; null → one phase of trainer.epochs with the top-level distill."""
+    top = plain(cfg.get("distill"))
+    raw = plain(cfg.trainer.get("phases"))
+    if raw is None:
+        raw = [{"name": "main", "epochs": int(cfg.trainer.epochs), "distill": None}]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("trainer.phases must be a non-empty list of {name, epochs, distill, overrides}")
+    phases: list[Phase] = []
+    for i, entry in enumerate(raw):
+        where = f"trainer.phases[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping, got {entry!r}")
+        unknown = set(entry) - PHASE_KEYS
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {sorted(unknown)}; known: {sorted(PHASE_KEYS)}")
+        epochs = entry.get("epochs")
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
+            raise ConfigError(f"{where}.epochs must be a positive integer, got {epochs!r}")
+        ov = entry.get("overrides") or {}
+        unknown = set(ov) - OVERRIDE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}.overrides has unknown key(s) {sorted(unknown)}; known: {sorted(OVERRIDE_KEYS)}")
+        schedule = ov.get("schedule", "continue")
+        if schedule not in SCHEDULE_MODES:
+            raise ConfigError(f"{where}.overrides.schedule must be continue|restart, got {schedule!r}")
+        lr_scale = float(ov.get("lr_scale", 1.0))
+        if lr_scale <= 0:
+            raise ConfigError(f"{where}.overrides.lr_scale must be > 0, got {lr_scale}")
+        phases.append(
+            Phase(
+                name=str(entry.get("name") or f"phase{i}"),
+                epochs=epochs,
+                distill=_distill_for_phase(entry.get("distill"), top, where),
+                lr_scale=lr_scale,
+                schedule=schedule if i > 0 else "restart",
+                warmup_epochs=ov.get("warmup_epochs"),
+                ema_decay=ov.get("ema_decay"),
+                grad_clip=ov.get("grad_clip"),
+            )
+        )
+    return phases
+
+
+def should_evaluate(epoch: int, last_epoch_of_phase: bool, every: int, every_from: int) -> bool:
+    """Reference cadence: every `every` epochs, every epoch from `every_from`, and always at a phase end.
+
+    `epoch` is 1-based and counts over the whole run.
+    """
+    return last_epoch_of_phase or epoch % max(1, every) == 0 or epoch >= every_from
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def known_model_names() -> set[str] | None:
+    """Names create_model accepts, or None when the model package cannot tell."""
+    try:
+        import mobilemamba
+    except Exception:  # noqa: BLE001
+        return None
+    variants = getattr(mobilemamba, "VARIANTS", None)
+    if not variants:
+        return None
+    names = set()
+    for key in variants:
+        names.add(str(key))
+        names.add(key if str(key).startswith("mobilemamba_") else f"mobilemamba_{key}")
+    return names
+
+
+def _positive(cfg: DictConfig, key: str, *, integer: bool = False, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise ConfigError(f"{key} must be {kind} {'integer' if integer else 'number'}, got {value!r}")
+
+
+def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: bool = True) -> None:
+    """Every check that can fail before any work: raises ConfigError naming the key."""
+    for key in ("model", "data", "optim", "sched", "aug", "trainer"):
+        if key not in cfg:
+            raise ConfigError(f"config group '{key}' is missing")
+    names = known_model_names()
+    if names is not None and cfg.model.name not in names:
+        raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; known: {sorted(n for n in names if n.startswith('mobilemamba_'))}")
+    _positive(cfg, "model.img_size", integer=True)
+    dpr = cfg.model.get("drop_path_rate")
+    if dpr is not None and not 0.0 <= float(dpr) < 1.0:
+        raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {dpr!r}")
+    if cfg.optim.get("lr") is not None:
+        _positive(cfg, "optim.lr")
+    else:
+        _positive(cfg, "optim.lr_base")
+    _positive(cfg, "optim.lr_base_batch")
+    _positive(cfg, "optim.weight_decay", allow_zero=True)
+    _positive(cfg, "data.batch_size", integer=True)
+    _positive(cfg, "data.eval_batch_size", integer=True)
+    _positive(cfg, "data.num_classes", integer=True)
+    _positive(cfg, "trainer.accum_steps", integer=True)
+    _positive(cfg, "trainer.epochs", integer=True)
+    _positive(cfg, "trainer.ema_decay", allow_zero=True)
+    _positive(cfg, "trainer.max_nonfinite", integer=True)
+    _positive(cfg, "sched.warmup_epochs", allow_zero=True)
+    if str(cfg.trainer.amp) not in AMP_MODES:
+        raise ConfigError(f"trainer.amp must be one of {'|'.join(AMP_MODES)}, got {cfg.trainer.amp!r}")
+    apply_global_batch(cfg, world_size)
+    mixing = float(cfg.aug.get("mixup", 0) or 0) > 0 or float(cfg.aug.get("cutmix", 0) or 0) > 0
+    if mixing and int(cfg.data.batch_size) % 2:
+        raise ConfigError(f"data.batch_size must be even with mixup/cutmix (timm Mixup), got {cfg.data.batch_size}")
+    resolve_phases(cfg)
+    if check_paths:
+        check_data_paths(cfg.data)
+
+
+def apply_global_batch(cfg: DictConfig, world_size: int) -> None:
+    """trainer.global_batch (when set) decides data.batch_size = global / (world size x accum_steps)."""
+    gb = cfg.trainer.get("global_batch")
+    if gb is None:
+        return
+    per = int(world_size) * int(cfg.trainer.accum_steps)
+    if not isinstance(gb, int) or gb <= 0 or gb % per:
+        raise ConfigError(
+            f"trainer.global_batch={gb!r} is not divisible by world size {world_size} x trainer.accum_steps "
+            f"{cfg.trainer.accum_steps}"
+        )
+    with open_dict(cfg):
+        cfg.data.batch_size = gb // per
+
+
+def check_data_paths(data_cfg: DictConfig) -> None:
+    """A folder dataset's root must exist (unless the smoke data can generate it)."""
+    if data_cfg.get("loader") == "synthetic":
+        return
+    root = data_cfg.get("root")
+    if root is None or str(root) in ("", "???"):
+        raise ConfigError("data.root is not set (pass data.root=/path/to/dataset)")
+    if not Path(str(root)).exists() and not data_cfg.get("generate"):
+        raise ConfigError(f"data.root: dataset path does not exist: {root}")

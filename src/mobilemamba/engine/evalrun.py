@@ -1,0 +1,135 @@
+"""eval.py's work: load a checkpoint (ours or published), evaluate top-1/top-5 with the variant's eval transform,
+check fused vs unfused on the first batch, measure throughput, write results.json."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, open_dict
+
+from . import distributed as D
+from .config import ConfigError, check_data_paths, known_model_names, plain
+from .evaluate import evaluate, fuse_tolerance, fused_copy, max_abs_diff, rng_neutral_iter, throughput
+
+log = logging.getLogger("mobilemamba.engine")
+
+
+def _validate(cfg: DictConfig) -> None:
+    names = known_model_names()
+    if names is not None and cfg.model.name not in names:
+        raise ConfigError(f"model.name: unknown model {cfg.model.name!r}")
+    ckpt = cfg.get("checkpoint")
+    if ckpt in (None, "", "???"):
+        raise ConfigError("checkpoint is not set (pass checkpoint=/path/to/file)")
+    if not Path(str(ckpt)).is_file():
+        raise ConfigError(f"checkpoint: file not found: {ckpt}")
+    check_data_paths(cfg.data)
+
+
+def _build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    import mobilemamba
+    from mobilemamba.models.checkpoint import load_checkpoint
+
+    kwargs = plain(cfg.model.get("kwargs")) or {}
+    for key in ("embed_dim", "depth"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    model = mobilemamba.create_model(str(cfg.model.name), num_classes=int(cfg.data.num_classes),
+                                     scan_backend=str(cfg.model.get("scan_backend", "auto")), **kwargs)
+    load_checkpoint(model, str(cfg.checkpoint), ema=bool(cfg.ema))
+    return model.to(device).eval()
+
+
+def evaluate_checkpoint(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    _validate(cfg)
+    env = D.init_distributed(str(cfg.get("device", "auto")))
+    try:
+        return _evaluate(cfg, out_dir, env)
+    finally:
+        D.destroy_distributed()
+
+
+def _evaluate(cfg: DictConfig, out_dir: Path, env: D.DistEnv) -> dict[str, Any]:
+    from mobilemamba.data import build_loaders
+
+    D.seed_everything(int(cfg.get("seed", 0)))
+    device = env.device
+    model = _build_model(cfg, device)
+    pc = dict(getattr(model, "pretrained_cfg", {}) or {})
+    data_cfg = cfg.data.copy()
+    with open_dict(data_cfg):
+        data_cfg.train_split = data_cfg.val_split  # eval needs no train split on disk
+    _, val_loader = build_loaders(
+        data_cfg, {"auto_augment": None, "reprob": 0.0}, img_size=int(cfg.model.img_size),
+        mean=tuple(pc.get("mean")), std=tuple(pc.get("std")), crop_pct=float(pc.get("crop_pct", 0.875)),
+        interpolation=str(pc.get("interpolation", "bicubic")), batch_size=int(cfg.data.eval_batch_size),
+        eval_batch_size=int(cfg.data.eval_batch_size), rank=env.rank, world_size=env.world_size, device=device,
+        seed=int(cfg.get("seed", 0)), channels_last=bool(cfg.get("channels_last", False)),
+    )
+    amp = str(cfg.get("amp", "none"))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if amp not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"amp must be none|bf16|fp16, got {amp!r}")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    images, _ = next(rng_neutral_iter(val_loader))
+    evaluated = model
+    diff = None
+    agree = None
+    if cfg.fuse:
+        fused = fused_copy(model)
+        diff = max_abs_diff(model, fused, images)
+        with torch.no_grad():
+            scale = model(images).float().abs().max().item()
+        agree = diff <= fuse_tolerance(scale)
+        if env.is_main:
+            print(f"fused vs unfused on the first batch: max |diff| = {diff:.3e} ({'OK' if agree else 'MISMATCH'})", flush=True)
+        evaluated = fused
+    if cfg.get("channels_last"):
+        evaluated = evaluated.to(memory_format=torch.channels_last)
+    res = evaluate(evaluated, val_loader, device=device, autocast=autocast, max_batches=cfg.get("max_batches"),
+                   channels_last=bool(cfg.get("channels_last", False)))
+    tp_cfg = cfg.get("throughput") or {}
+    ips = throughput(evaluated, batch_size=int(tp_cfg.get("batch_size", 64)), img_size=int(cfg.model.img_size),
+                     device=device, warmup=int(tp_cfg.get("warmup", 3)), iters=int(tp_cfg.get("iters", 10)),
+                     channels_last=bool(cfg.get("channels_last", False)), autocast=autocast)
+    results = {
+        "model": str(cfg.model.name),
+        "img_size": int(cfg.model.img_size),
+        "checkpoint": str(cfg.checkpoint),
+        "ema": bool(cfg.ema),
+        "top1": res["top1"],
+        "top5": res["top5"],
+        "loss": res["loss"],
+        "images": res["images"],
+        "fused": bool(cfg.fuse),
+        "fused_max_abs_diff": diff,
+        "fused_agree": agree,
+        "throughput": ips,
+        "throughput_batch": int(tp_cfg.get("batch_size", 64)),
+        "device": str(device),
+        "amp": amp,
+        "world_size": env.world_size,
+    }
+    if env.is_main:
+        out = Path(str(cfg.get("output") or out_dir / "results.json"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, out)
+        print(
+            f"{cfg.model.name} @{cfg.model.img_size} ({'EMA' if cfg.ema else 'raw'}, {'fused' if cfg.fuse else 'unfused'}): "
+            f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  on {res['images']} images | "
+            f"{ips:.1f} img/s (batch {results['throughput_batch']}, {device}) → {out}",
+            flush=True,
+        )
+    if agree is False:
+        raise RuntimeError(f"fused model disagrees with the unfused one: max |diff| {diff:.3e}")
+    return results

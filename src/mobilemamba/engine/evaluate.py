@@ -1,0 +1,114 @@
+"""Evaluation: top-1/top-5 over the whole val set (counts summed over ranks), fused-vs-unfused check, throughput."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from typing import Any, Callable, ContextManager, Iterable
+
+import torch
+from torch import nn
+
+from .distributed import all_reduce_sum
+
+
+def rng_neutral_iter(loader: Iterable) -> Any:
+    """iter(loader) without consuming the global torch RNG.
+
+    A DataLoader draws its base seed from the global generator when an iterator is created; a resumed run
+    creates its iterator at another point of the RNG stream than an uninterrupted one would, which would
+    break bit-exact resume. Restoring the state afterwards makes the creation invisible to the stream.
+    """
+    state = torch.get_rng_state()
+    it = iter(loader)
+    torch.set_rng_state(state)
+    return it
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    max_batches: int | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Top-1/top-5 (%) and mean CE loss. Correct counts and totals are all-reduced, so with a sampler that
+    gives each val image to exactly one rank every image is counted once."""
+    was_training = model.training
+    model.eval()
+    # correct1, correct5, n, loss_sum (float64: exact integer counts up to 2^53)
+    acc = torch.zeros(4, dtype=torch.float64, device=device)
+    for i, (images, targets) in enumerate(rng_neutral_iter(loader)):
+        if max_batches is not None and i >= max_batches:
+            break
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(images)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top.eq(targets.view(-1, 1))
+        acc[0] += hit[:, :1].sum()
+        acc[1] += hit.any(dim=1).sum()
+        acc[2] += targets.numel()
+        acc[3] += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+    all_reduce_sum(acc)
+    model.train(was_training)
+    n = max(acc[2].item(), 1.0)
+    return {
+        "top1": 100.0 * acc[0].item() / n,
+        "top5": 100.0 * acc[1].item() / n,
+        "loss": acc[3].item() / n,
+        "images": int(acc[2].item()),
+    }
+
+
+def fused_copy(model: nn.Module) -> nn.Module:
+    """model.fuse() on a deep copy (the trained model is left as it is), in eval mode."""
+    fused = copy.deepcopy(model).eval()
+    if not hasattr(fused, "fuse"):
+        raise AttributeError(f"{type(model).__name__} has no fuse() method")
+    out = fused.fuse()
+    return (out if isinstance(out, nn.Module) else fused).eval()
+
+
+@torch.no_grad()
+def max_abs_diff(a: nn.Module, b: nn.Module, images: torch.Tensor) -> float:
+    """Largest |a(x) - b(x)| on one batch, both in eval mode and fp32."""
+    a.eval()
+    b.eval()
+    return (a(images).float() - b(images).float()).abs().max().item()
+
+
+def fuse_tolerance(logits_scale: float) -> float:
+    """Fusion changes only float rounding: allow 1e-3 absolute plus 1e-4 of the logits' magnitude."""
+    return 1e-3 + 1e-4 * logits_scale
+
+
+@torch.no_grad()
+def throughput(model: nn.Module, *, batch_size: int, img_size: int, device: torch.device, warmup: int = 3,
+               iters: int = 10, channels_last: bool = False,
+               autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> float:
+    """Images/s of forward passes on a random batch (the reference's method, eval mode, no_grad)."""
+    model.eval()
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with autocast():
+        for _ in range(warmup):
+            model(x)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        sync()
+    return batch_size * iters / max(time.perf_counter() - t0, 1e-9)

@@ -1,0 +1,750 @@
+"""The training loop: phases of epochs of updates, with EMA, eval cadence, checkpoints, resume and fault handling.
+
+Position bookkeeping (what a checkpoint records and a resume restores):
+- `epoch`: 0-based index over the whole run of the epoch in progress (phases are consecutive epoch ranges);
+- `batch`: train batches of that epoch already consumed (a multiple of accum_steps);
+- `update`: optimizer updates done over the whole run (the lr schedule's clock; skipped non-finite updates count);
+- `phase`: derived from `epoch`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from . import distributed as D
+from . import faults
+from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, check_same_run, load_file, restore_rng
+from .config import ConfigError, Phase, lr_plan, plain, resolve_phases, should_evaluate
+from .evaluate import evaluate, fuse_tolerance, fused_copy, max_abs_diff, rng_neutral_iter
+from .optim import PhasedSchedule, build_optimizer
+from .preempt import Preempted, PreemptionHandler
+from .runlog import RunLogger, plot_curves
+
+log = logging.getLogger("mobilemamba.engine")
+
+EXIT_NONFINITE = 3
+
+
+class NonFiniteError(RuntimeError):
+    """trainer.max_nonfinite consecutive non-finite updates; last.ckpt holds the last good state."""
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block (teacher or logger setup) without moving the python/numpy/torch RNG streams."""
+    state = capture_rng()
+    try:
+        yield
+    finally:
+        restore_rng(state)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Trainer:
+    """Builds the parts from the config and runs all phases. One instance per process (rank)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: str | os.PathLike, env: D.DistEnv):
+        self.cfg = cfg
+        self.t = cfg.trainer
+        self.run_dir = Path(run_dir)
+        self.env = env
+        self.device = env.device
+        self.phases: list[Phase] = resolve_phases(cfg)
+        self.plan = lr_plan(cfg, env.world_size)
+        self.logger = RunLogger(self.run_dir, env.is_main, cfg.get("logger"))
+        self.preempt = PreemptionHandler()
+        # position and run state (all saved in checkpoints)
+        self.epoch = 0
+        self.batch = 0
+        self.update = 0
+        self.best: dict[str, dict[str, Any]] = {
+            "raw": {"top1": None, "top5": None, "epoch": None},
+            "ema": {"top1": None, "top5": None, "epoch": None},
+        }
+        self.last_eval: dict[str, Any] | None = None
+        self.nonfinite_total = 0
+        self.nonfinite_run = 0
+        self.epoch_stats = self._empty_stats()
+        self.status = "running"
+        self.img_per_s_hist: list[float] = []
+        self._teacher_cache: dict[str, tuple[Any, Any]] = {}
+        self.teacher = None
+        self.kd_loss = None
+
+    # ================================================================================== building
+    def build(self) -> "Trainer":
+        cfg, t, env = self.cfg, self.t, self.env
+        D.set_deterministic(bool(t.deterministic), self.device)
+        D.seed_everything(int(cfg.seed))  # identical initial weights on every rank
+        self.model = self._build_model()
+        pc = dict(getattr(self.model, "pretrained_cfg", {}) or {})
+        self.mean = tuple(pc.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(pc.get("std", (0.229, 0.224, 0.225)))
+        self.train_loader, self.val_loader = self._build_loaders(pc)
+        self.n_batches = len(self.train_loader)
+        if t.get("max_iters_per_epoch"):
+            self.n_batches = min(self.n_batches, int(t.max_iters_per_epoch))
+        self.accum = int(t.accum_steps)
+        self.upe = self.n_batches // self.accum
+        if self.upe == 0:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size}: the train split gives {len(self.train_loader)} batches per rank, "
+                f"fewer than trainer.accum_steps={self.accum} (0 updates per epoch)"
+            )
+        self.batches_used = self.upe * self.accum
+        self.phase_epoch_start = [0]
+        for ph in self.phases:
+            self.phase_epoch_start.append(self.phase_epoch_start[-1] + ph.epochs)
+        self.total_epochs = self.phase_epoch_start[-1]
+        self.total_updates = self.total_epochs * self.upe
+
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.plan.lr)
+        self.schedule = PhasedSchedule(self.optimizer, cfg.sched, self.plan, self.phases, self.upe)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.ema = None
+        if t.ema:
+            from timm.utils import ModelEmaV3
+
+            # decay constant from the first update (step=None), params AND buffers (BN stats) averaged
+            self.ema = ModelEmaV3(self.model, decay=float(t.ema_decay), use_warmup=False, exclude_buffers=False)
+        self.mixup, self.criterion = self._build_mixup_and_loss()
+        self.train_model = self._wrap_model()
+        D.seed_everything(int(cfg.seed) + env.rank)  # per-rank streams for augmentation, drop-path, mixup
+        return self
+
+    def _build_model(self) -> nn.Module:
+        import mobilemamba
+
+        m = self.cfg.model
+        kwargs = plain(m.get("kwargs")) or {}
+        for key in ("embed_dim", "depth"):
+            if key in kwargs and isinstance(kwargs[key], list):
+                kwargs[key] = tuple(kwargs[key])
+        model = mobilemamba.create_model(
+            str(m.name), num_classes=int(self.cfg.data.num_classes), drop_path_rate=m.get("drop_path_rate"),
+            scan_backend=str(m.get("scan_backend", "auto")), **kwargs,
+        )
+        model.to(self.device)
+        if self.t.sync_bn and self.env.distributed:
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                log.warning("trainer.sync_bn=true is ignored on CPU (SyncBatchNorm needs CUDA)")
+        if self.t.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _build_loaders(self, pc: dict[str, Any]):
+        from mobilemamba.data import build_loaders
+
+        cfg = self.cfg
+        train_loader, val_loader = build_loaders(
+            cfg.data, cfg.aug, img_size=int(cfg.model.img_size), mean=self.mean, std=self.std,
+            crop_pct=float(pc.get("crop_pct", 0.875)), interpolation=str(pc.get("interpolation", "bicubic")),
+            batch_size=int(cfg.data.batch_size), eval_batch_size=int(cfg.data.eval_batch_size),
+            rank=self.env.rank, world_size=self.env.world_size, device=self.device, seed=int(cfg.seed),
+            channels_last=bool(self.t.channels_last),
+        )
+        found = getattr(train_loader, "num_classes", None)
+        if found is not None and int(found) != int(cfg.data.num_classes):
+            raise ConfigError(f"data.num_classes={cfg.data.num_classes} but the dataset has {found} classes")
+        return train_loader, val_loader
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        mode = str(self.t.amp)
+        if mode == "none":
+            return None
+        if self.device.type != "cuda":
+            if mode == "fp16":
+                log.warning("trainer.amp=fp16 needs CUDA; running this CPU job in fp32")
+                return None
+            return torch.bfloat16
+        return torch.float16 if mode == "fp16" else torch.bfloat16
+
+    def autocast(self) -> ContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _build_mixup_and_loss(self):
+        a = self.cfg.aug
+        smoothing = float(a.get("smoothing", 0.0) or 0.0)
+        if float(a.get("mixup", 0) or 0) > 0 or float(a.get("cutmix", 0) or 0) > 0 or a.get("cutmix_minmax"):
+            from timm.data import Mixup
+            from timm.loss import SoftTargetCrossEntropy
+
+            mix = Mixup(
+                mixup_alpha=float(a.mixup), cutmix_alpha=float(a.cutmix),
+                cutmix_minmax=plain(a.get("cutmix_minmax")), prob=float(a.mixup_prob),
+                switch_prob=float(a.mixup_switch_prob), mode=str(a.mixup_mode), correct_lam=True,
+                label_smoothing=smoothing, num_classes=int(self.cfg.data.num_classes),
+            )
+            return mix, SoftTargetCrossEntropy()
+        return None, lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
+
+    def _wrap_model(self) -> nn.Module:
+        model: nn.Module = self.model
+        self.ddp = None
+        if self.env.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DDP(model, device_ids=ids, broadcast_buffers=True)
+            model = self.ddp
+        if self.t.compile:
+            # the conv form of the Haar step is the same function and traces as one graph (pywt breaks Dynamo)
+            self.model.set_wavelet_impl("conv")
+            model = torch.compile(model)
+        return model
+
+    # ================================================================================== phases / teacher
+    def phase_of(self, epoch: int) -> int:
+        for p in range(len(self.phases)):
+            if epoch < self.phase_epoch_start[p + 1]:
+                return p
+        return len(self.phases)
+
+    def _enter_phase(self, p: int) -> None:
+        ph = self.phases[p]
+        key = json.dumps(ph.distill, sort_keys=True, default=str)
+        if ph.distill is None:
+            self.teacher, self.kd_loss = None, None
+        else:
+            if key not in self._teacher_cache:
+                import distill
+
+                with preserved_rng():
+                    teacher = distill.build_teacher(
+                        ph.distill, student_mean=self.mean, student_std=self.std,
+                        student_img_size=int(self.cfg.model.img_size), device=self.device,
+                    )
+                    kd = distill.build_kd_loss(ph.distill)
+                self._teacher_cache = {key: (teacher, kd)}  # keep one teacher in memory
+            self.teacher, self.kd_loss = self._teacher_cache[key]
+        self.grad_clip = ph.grad_clip if ph.grad_clip is not None else self.t.get("grad_clip")
+        if self.ema is not None:
+            self.ema.decay = float(ph.ema_decay if ph.ema_decay is not None else self.t.ema_decay)
+        self.schedule.step_update(self.update, p)
+        if self.epoch != self.phase_epoch_start[p] or self.batch != 0:
+            return  # resumed inside the phase: its start was logged before the checkpoint
+        self.logger.log("event", event="phase", phase=ph.name, phase_index=p, epoch=self.epoch, iteration=self.update,
+                        distill=(ph.distill or {}).get("kind"), lr_scale=ph.lr_scale)
+        log.info("phase %d/%d '%s': epochs %d-%d, distill=%s", p + 1, len(self.phases), ph.name,
+                 self.phase_epoch_start[p] + 1, self.phase_epoch_start[p + 1], (ph.distill or {}).get("kind", "none"))
+
+    def teacher_identity(self) -> dict[str, Any] | None:
+        return getattr(self.teacher, "identity", None) if self.teacher is not None else None
+
+    # ================================================================================== run
+    def run(self) -> dict[str, Any]:
+        self.preempt.install()
+        try:
+            self.resume()
+            while self.epoch < self.total_epochs:
+                p = self.phase_of(self.epoch)
+                self._enter_phase(p)
+                while self.epoch < self.phase_epoch_start[p + 1]:
+                    self._train_epoch(p)
+                    self._end_epoch(p)
+            self.status = "finished"
+            summary = self._finish()
+            return summary
+        except Preempted:
+            self.status = "preempted"
+            self._write_summary()
+            raise
+        except NonFiniteError:
+            self.status = "stopped_nonfinite"
+            self._write_summary()
+            raise
+        finally:
+            self.preempt.uninstall()
+            self.logger.close()
+
+    # ---------------------------------------------------------------------------------- one epoch
+    @staticmethod
+    def _empty_stats() -> dict[str, float]:
+        return {"loss_sum": 0.0, "kd_sum": 0.0, "updates": 0, "images": 0, "time": 0.0}
+
+    def _train_epoch(self, p: int) -> None:
+        t, env = self.t, self.env
+        self.train_loader.set_epoch(self.epoch, start_batch=self.batch)
+        self.train_model.train()
+        it = rng_neutral_iter(self.train_loader)
+        bar = self._progress_bar(p)
+        debug = t.get("debug") or {}
+        nan_at = set(int(i) for i in (debug.get("nan_at") or []))
+        nan_rank = debug.get("nan_rank")
+        last_end = time.perf_counter()
+        while self.batch < self.batches_used:
+            t0 = time.perf_counter()
+            local_bad = False
+            data_time = 0.0
+            loss_val = kd_val = 0.0
+            self._saved_buffers = self._buffers_snapshot()  # a skipped update also leaves BN statistics untouched
+            for micro in range(self.accum):
+                td = time.perf_counter()
+                images, targets = next(it)
+                data_time += time.perf_counter() - td
+                images = faults.poison_batch(images, self.update + 1, env.rank)  # inert unless MOBILEMAMBA_FAULT_NAN_INPUT
+                inject = (self.update + 1) in nan_at and (nan_rank is None or int(nan_rank) == env.rank)
+                loss, parts = self._forward_loss(images, targets, inject)
+                sync_ctx = self.ddp.no_sync() if self.ddp is not None and micro < self.accum - 1 else contextlib.nullcontext()
+                with sync_ctx:
+                    if self.scaler is not None:
+                        self.scaler.scale(loss / self.accum).backward()
+                    else:
+                        (loss / self.accum).backward()
+                lv = loss.detach().float().item()
+                local_bad = local_bad or not math.isfinite(lv)
+                loss_val += lv / self.accum
+                kd_val += parts.get("kd", 0.0) / self.accum
+            skipped = self._optimizer_step(local_bad)
+            self.batch += self.accum
+            self.update += 1
+            self.schedule.step_update(self.update, p)
+            if float(debug.get("sleep") or 0) > 0:
+                time.sleep(float(debug.sleep))
+            # bookkeeping
+            now = time.perf_counter()
+            step_time = now - t0
+            imgs = images.shape[0] * self.accum * env.world_size
+            if not skipped:
+                self.epoch_stats["loss_sum"] += loss_val
+                self.epoch_stats["kd_sum"] += kd_val
+                self.epoch_stats["updates"] += 1
+            self.epoch_stats["images"] += imgs
+            self.epoch_stats["time"] += now - last_end
+            last_end = now
+            ips = imgs / max(step_time, 1e-9)
+            self.img_per_s_hist.append(ips)
+            lr = self.optimizer.param_groups[-1]["lr"]
+            if bar is not None:
+                bar.update(1)
+                remaining = (self.total_updates - self.update) * self.epoch_stats["time"] / max(1, self.epoch_stats["updates"] or 1)
+                bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}", ips=f"{ips:.0f}",
+                                data=f"{data_time * 1e3:.0f}ms", step=f"{step_time * 1e3:.0f}ms",
+                                eta=_fmt_secs(remaining))
+            if self.update % max(1, int(t.log_every)) == 0 or self.update == 1:
+                self.logger.log("train", phase=self.phases[p].name, epoch=self.epoch + 1, iteration=self.update,
+                                loss=loss_val, kd=kd_val, lr=lr, img_per_s=ips, data_time=data_time, step_time=step_time,
+                                skipped=skipped)
+            if debug.get("stop_at") is not None and self.update == int(debug.stop_at):
+                os.kill(os.getpid(), signal.SIGTERM)  # simulated preemption, handled like a real one
+            if self._stop_requested:
+                self._close_bar(bar)
+                self._preempt_exit()
+            faults.after_update(self.update, env.rank)  # inert unless a MOBILEMAMBA_FAULT_* variable is set
+            every = int(t.get("ckpt_every_iters") or 0)
+            if every and self.update % every == 0 and self.batch < self.batches_used:
+                self.save_checkpoint()
+        self._close_bar(bar)
+        # a signal that arrived during the last update of the epoch: stop before the (long) eval
+        if self._agree_stop():
+            self._preempt_exit()
+
+    def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor, inject_nan: bool):
+        parts: dict[str, float] = {}
+        if self.mixup is not None:
+            images, soft = self.mixup(images, targets)
+        else:
+            soft = targets
+        with self.autocast():
+            out = self.train_model(images)
+            t_logits = self.teacher(images) if self.teacher is not None else None
+        cls_out = out[0] if isinstance(out, (tuple, list)) else out
+        loss = self.criterion(cls_out.float(), soft)  # the base loss in fp32
+        if self.kd_loss is not None and t_logits is not None:
+            loss, terms = self.kd_loss(out, t_logits.float(), loss)
+            parts = {k: float(v.detach().float().item()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+        if inject_nan:
+            loss = loss * float("nan")
+        return loss, parts
+
+    def _optimizer_step(self, local_bad: bool) -> bool:
+        """Clip and step; a non-finite loss or grad on ANY rank skips the update everywhere. Returns skipped."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        clip = float(self.grad_clip) if self.grad_clip else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        # fp16: inf grads with a finite loss are the scaler's business (it skips and lowers the scale)
+        grad_bad = self.scaler is None and not bool(torch.isfinite(grad_norm).item())
+        flags = torch.tensor([float(local_bad or grad_bad), float(self.preempt.requested != 0)], device=self.device)
+        D.all_reduce_max(flags)
+        self._stop_requested = bool(flags[1].item())
+        if flags[0].item() > 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._restore_buffers(self._saved_buffers)
+            if self.scaler is not None:
+                self.scaler.update()  # found_inf was recorded by unscale_: lowers the scale, resets state
+            self.nonfinite_total += 1
+            self.nonfinite_run += 1
+            self.logger.log("event", event="nonfinite", iteration=self.update + 1, epoch=self.epoch + 1,
+                            consecutive=self.nonfinite_run, total=self.nonfinite_total)
+            log.warning("non-finite loss/grad at update %d: update skipped on all ranks (%d in a row, %d total)",
+                        self.update + 1, self.nonfinite_run, self.nonfinite_total)
+            if self.nonfinite_run >= int(self.t.max_nonfinite):
+                self.update += 1  # this batch is consumed; resume continues after it
+                self.batch += self.accum
+                self.schedule.step_update(self.update, self.phase_of(self.epoch))
+                self.save_checkpoint()
+                raise NonFiniteError(
+                    f"trainer.max_nonfinite={self.t.max_nonfinite}: {self.nonfinite_run} consecutive non-finite "
+                    f"losses/gradients up to update {self.update}; last.ckpt holds the last good weights "
+                    f"(lower optim.lr or check the data, then rerun to resume)"
+                )
+            return True
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            D.broadcast_buffers(self.model)  # every rank's EMA reads rank 0's BN stats: one EMA, restored exactly
+            self.ema.update(self.model)
+        self.nonfinite_run = 0
+        return False
+
+    _stop_requested = False
+    _saved_buffers: list[torch.Tensor] = []
+
+    def _buffers_snapshot(self) -> list[torch.Tensor]:
+        """Copies of the model's buffers (BN running stats: small) taken before an update's forward passes."""
+        return [b.detach().clone() for b in self.model.buffers()]
+
+    def _restore_buffers(self, saved: list[torch.Tensor]) -> None:
+        """Undo what the forward passes of a skipped update did to the buffers (a NaN batch poisons BN stats)."""
+        with torch.no_grad():
+            for buf, old in zip(self.model.buffers(), saved):
+                buf.copy_(old)
+
+    def _agree_stop(self) -> bool:
+        flag = torch.tensor([float(self.preempt.requested != 0)], device=self.device)
+        return bool(D.all_reduce_max(flag).item())
+
+    def _preempt_exit(self) -> None:
+        signum = self.preempt.requested or signal.SIGTERM
+        self.save_checkpoint()
+        self.logger.log("event", event="preempted", signal=signal.Signals(signum).name, iteration=self.update,
+                        epoch=self.epoch + 1, batch=self.batch)
+        log.warning("signal %s: checkpoint written at update %d; exiting for requeue", signal.Signals(signum).name, self.update)
+        self.preempt.chain()
+        raise Preempted(signum)
+
+    # ---------------------------------------------------------------------------------- epoch end
+    def _end_epoch(self, p: int) -> None:
+        t = self.t
+        e1 = self.epoch + 1
+        last_of_phase = e1 == self.phase_epoch_start[p + 1]
+        record: dict[str, Any] | None = None
+        improved = False
+        if should_evaluate(e1, last_of_phase, int(t.eval_every), int(t.eval_every_from)):
+            record = self._evaluate_both()
+            improved = self._update_best(record, e1)
+            self.last_eval = {"epoch": e1, **record}
+            self.logger.log("eval", phase=self.phases[p].name, epoch=e1, iteration=self.update, **record)
+        st = self.epoch_stats
+        train_loss = st["loss_sum"] / max(1, st["updates"])
+        data_skipped = self._data_skipped()
+        self.logger.log("event", event="epoch_end", epoch=e1, iteration=self.update, data_skipped=data_skipped,
+                        train_loss=train_loss, img_per_s=st["images"] / max(st["time"], 1e-9))
+        self.logger.epoch_row(
+            epoch=e1, phase=self.phases[p].name, iteration=self.update, lr=self.optimizer.param_groups[-1]["lr"],
+            train_loss=train_loss, train_kd=st["kd_sum"] / max(1, st["updates"]),
+            img_per_s=st["images"] / max(st["time"], 1e-9), nonfinite_total=self.nonfinite_total,
+            time=round(time.time(), 3), **({k: record.get(k) for k in ("top1", "top5", "ema_top1", "ema_top5")} if record else {}),
+        )
+        if self.env.is_main:
+            msg = f"epoch {e1}/{self.total_epochs} loss {train_loss:.4f}"
+            if record:
+                msg += f" | top1 {record['top1']:.2f}" + (f" ema {record['ema_top1']:.2f}" if record.get("ema_top1") is not None else "")
+            log.info(msg)
+        self.epoch += 1
+        self.batch = 0
+        self.epoch_stats = self._empty_stats()
+        names = [LAST]
+        if improved:
+            names.append(BEST)
+        if record is not None and t.get("save_history"):
+            names.append(f"epoch_{e1:04d}.ckpt")
+        self.save_checkpoint(names)
+        self._write_summary()
+
+    def _data_skipped(self) -> int:
+        """Unreadable train images replaced by the loader so far in this process (summed over ranks); warns."""
+        local = float(getattr(self.train_loader, "skipped", 0) or 0)
+        total = int(D.all_reduce_sum(torch.tensor([local], device=self.device)).item())
+        if total and self.env.is_main:
+            log.warning("%d unreadable train image(s) skipped so far (see the warnings above for their paths)", total)
+        return total
+
+    def _evaluate_both(self) -> dict[str, Any]:
+        kw = dict(device=self.device, autocast=self.autocast, max_batches=self.t.get("eval_max_batches"),
+                  channels_last=bool(self.t.channels_last))
+        raw = evaluate(self.model, self.val_loader, **kw)
+        out: dict[str, Any] = {"top1": raw["top1"], "top5": raw["top5"], "val_loss": raw["loss"], "images": raw["images"]}
+        if self.ema is not None:
+            ema = evaluate(self.ema.module, self.val_loader, **kw)
+            out.update(ema_top1=ema["top1"], ema_top5=ema["top5"], ema_val_loss=ema["loss"])
+        return out
+
+    def _update_best(self, record: dict[str, Any], epoch: int) -> bool:
+        """Track the best raw and EMA top-1; True when the max over both improved (→ best.ckpt)."""
+        before = self.best_top1()
+        for key, prefix in (("raw", ""), ("ema", "ema_")):
+            v = record.get(f"{prefix}top1")
+            if v is not None and (self.best[key]["top1"] is None or v > self.best[key]["top1"]):
+                self.best[key] = {"top1": v, "top5": record.get(f"{prefix}top5"), "epoch": epoch}
+        after = self.best_top1()
+        return after is not None and (before is None or after > before)
+
+    def best_top1(self) -> float | None:
+        vals = [b["top1"] for b in self.best.values() if b["top1"] is not None]
+        return max(vals) if vals else None
+
+    # ================================================================================== checkpoints
+    def _payload(self, rng_states: list[Any]) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "scheduler": self.schedule.state_dict(),
+            "epoch": self.epoch,
+            "iteration": self.update,
+            "batch": self.batch,
+            "phase": self.phase_of(self.epoch),
+            "phase_name": self.phases[min(self.phase_of(self.epoch), len(self.phases) - 1)].name,
+            "rng": {"world_size": self.env.world_size, "states": rng_states},
+            "config": plain(self.cfg),
+            "best": self.best,
+            "last_eval": self.last_eval,
+            "teacher": self.teacher_identity(),
+            "wandb_id": self.logger.wandb_id,
+            "log_offsets": self.logger.offsets(),
+            "nonfinite": {"total": self.nonfinite_total, "consecutive": self.nonfinite_run},
+            "epoch_stats": dict(self.epoch_stats),
+            "world_size": self.env.world_size,
+            "global_batch": self.plan.global_batch,
+            "updates_per_epoch": self.upe,
+        }
+
+    def save_checkpoint(self, names: list[str] | tuple[str, ...] = (LAST,)) -> None:
+        """Collective: gathers every rank's RNG state, rank 0 writes atomically, all ranks learn the outcome."""
+        rng_states = D.all_gather_object(capture_rng())
+        error = None
+        if self.env.is_main:
+            payload = self._payload(rng_states)
+            try:
+                for name in names:
+                    atomic_save(payload, self.run_dir / name)
+            except CheckpointSaveError as exc:
+                error = str(exc)
+        error = D.broadcast_object(error)
+        if error:
+            raise CheckpointSaveError(error)
+
+    def resume(self) -> None:
+        """resume=auto: continue from <run dir>/last.ckpt if present; never: refuse an existing run; PATH: that file."""
+        mode = self.cfg.get("resume", "auto")
+        last = self.run_dir / LAST
+        if self.env.is_main:  # temp files of a save that was killed half-way (the real files are intact)
+            for stale in self.run_dir.glob(".*.tmp-*"):
+                stale.unlink(missing_ok=True)
+        path: Path | None = None
+        if mode in (None, False, "never", "false", "no"):
+            if last.exists():
+                raise ConfigError(f"resume=never but {last} exists; pick another hydra.run.dir or use resume=auto")
+        elif mode in ("auto", True):
+            path = last if last.exists() else None
+        else:
+            path = Path(str(mode))
+            if not path.is_file():
+                raise ConfigError(f"resume: checkpoint not found: {path}")
+        if path is None:
+            self.logger.truncate({"metrics.jsonl": 0, "metrics.csv": 0})  # leftovers of a run killed before its first ckpt
+            self._start_logging(None)
+            self.schedule.step_update(self.update, 0)
+            return
+        ck = load_file(path)
+        for key in ("model", "optimizer", "epoch", "iteration", "config"):
+            if key not in ck:
+                raise CheckpointLoadError(f"{path} is not a training checkpoint of this project (no '{key}')")
+        check_same_run(ck["config"], plain(self.cfg), self.run_dir)
+        try:
+            self.model.load_state_dict(ck["model"])
+            if self.ema is not None and ck.get("ema") is not None:
+                self.ema.module.load_state_dict(ck["ema"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointLoadError(f"{path} does not fit this model/optimizer: {_first_line(exc)[:300]}") from exc
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.schedule.load_state_dict(ck.get("scheduler") or {})
+        self.epoch, self.update, self.batch = int(ck["epoch"]), int(ck["iteration"]), int(ck.get("batch", 0))
+        self.best = ck.get("best") or self.best
+        self.last_eval = ck.get("last_eval")
+        nf = ck.get("nonfinite") or {}
+        self.nonfinite_total, self.nonfinite_run = int(nf.get("total", 0)), int(nf.get("consecutive", 0))
+        self.epoch_stats = {**self._empty_stats(), **(ck.get("epoch_stats") or {})}
+        same_layout = ck.get("world_size") == self.env.world_size and ck.get("updates_per_epoch") == self.upe
+        if not same_layout:
+            log.warning("resuming with a different world size / epoch length: restarting epoch %d from its first batch",
+                        self.epoch + 1)
+            self.batch = 0
+            self.update = self.epoch * self.upe
+        self.logger.truncate(ck.get("log_offsets"))
+        self._start_logging(ck.get("wandb_id"))
+        self.logger.log("event", event="resume", checkpoint=str(path), epoch=self.epoch + 1, iteration=self.update,
+                        batch=self.batch, phase=ck.get("phase"))
+        log.info("resumed from %s: epoch %d, batch %d, update %d", path, self.epoch + 1, self.batch, self.update)
+        self.schedule.step_update(self.update, min(self.phase_of(self.epoch), len(self.phases) - 1))
+        # the RNG last: everything above may draw random numbers, the checkpointed stream continues from here
+        rng = ck.get("rng") or {}
+        states = rng.get("states") or []
+        if rng.get("world_size") == self.env.world_size and self.env.rank < len(states):
+            restore_rng(states[self.env.rank])
+        else:
+            D.seed_everything(int(self.cfg.seed) + self.env.rank + 1000 * self.update)
+
+    def _start_logging(self, wandb_id: str | None) -> None:
+        with preserved_rng():
+            self.logger.start_wandb(plain(self.cfg), wandb_id, str(self.cfg.name))
+
+    # ================================================================================== the end
+    def _finish(self) -> dict[str, Any]:
+        final = self._final_eval() if self.t.get("final_eval", True) else None
+        summary = self._write_summary(final)
+        if self.env.is_main:
+            try:
+                plot_curves(self.run_dir)
+            except Exception as exc:  # noqa: BLE001 - a plot never fails a finished run
+                log.warning("curves.png not written: %s", exc)
+        self.logger.log("event", event="finished", iteration=self.update, epoch=self.epoch)
+        return summary
+
+    def _final_eval(self) -> dict[str, Any]:
+        """Unfused vs fused (model.fuse()) on the val set for raw and EMA weights; they must agree."""
+        kw = dict(device=self.device, autocast=contextlib.nullcontext, max_batches=self.t.get("eval_max_batches"))
+        images, _ = next(rng_neutral_iter(self.val_loader))
+        out: dict[str, Any] = {}
+        for key, model in (("raw", self.model), ("ema", self.ema.module if self.ema is not None else None)):
+            if model is None:
+                continue
+            unfused = evaluate(model, self.val_loader, **kw)
+            with preserved_rng():
+                fused = fused_copy(model)
+            diff = max_abs_diff(model, fused, images)
+            with torch.no_grad():
+                scale = model(images).float().abs().max().item()
+            fused_res = evaluate(fused, self.val_loader, **kw)
+            agree = diff <= fuse_tolerance(scale)
+            out[key] = {"top1": unfused["top1"], "top5": unfused["top5"], "fused_top1": fused_res["top1"],
+                        "fused_top5": fused_res["top5"], "fused_max_abs_diff": diff, "fused_agree": agree,
+                        "images": unfused["images"]}
+            self.logger.log("event", event="final_eval", epoch=self.epoch, iteration=self.update, weights=key,
+                            **{k: v for k, v in out[key].items()})
+            if not agree:
+                log.error("fused %s model disagrees with the unfused one: max |diff| %.3g", key, diff)
+            elif self.env.is_main:
+                log.info("final %s: top1 %.2f (fused %.2f, max |diff| %.2e)", key, unfused["top1"], fused_res["top1"], diff)
+        return out
+
+    def _write_summary(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
+        params = sum(p.numel() for p in self.model.parameters()) if hasattr(self, "model") else None
+        last = self.last_eval or {}
+        summary = {
+            "status": self.status,
+            "name": self.cfg.name,
+            "model": self.cfg.model.name,
+            "img_size": int(self.cfg.model.img_size),
+            "params": params,
+            "flops": _flops(self.cfg),
+            "best_top1_raw": self.best["raw"]["top1"],
+            "best_top1_ema": self.best["ema"]["top1"],
+            "best": self.best,
+            "last_top1": last.get("top1"),
+            "last_top1_ema": last.get("ema_top1"),
+            "epochs": self.total_epochs if hasattr(self, "total_epochs") else None,
+            "epochs_done": self.epoch,
+            "iterations": self.update,
+            "phases": [{"name": ph.name, "epochs": ph.epochs, "distill": (ph.distill or {}).get("kind")} for ph in self.phases],
+            "world_size": self.env.world_size,
+            "global_batch": self.plan.global_batch,
+            "lr": self.plan.lr,
+            "train_img_per_s": float(np.median(self.img_per_s_hist[-200:])) if self.img_per_s_hist else None,
+            "nonfinite_total": self.nonfinite_total,
+            "teacher": self.teacher_identity(),
+        }
+        if final is not None:
+            summary["final"] = final
+        self.logger.write_json("run.json", summary)
+        return summary
+
+    # ================================================================================== progress
+    def _progress_bar(self, p: int):
+        if not (self.env.is_main and self.t.get("progress", True)):
+            return None
+        import sys
+
+        from tqdm import tqdm
+
+        tty = sys.stderr.isatty()  # in a log file, a line every 30 s instead of a redraw every second
+        return tqdm(total=self.upe, initial=self.batch // self.accum, desc=f"[{self.phases[p].name}] epoch {self.epoch + 1}/{self.total_epochs}",
+                    leave=not tty, dynamic_ncols=True, mininterval=1.0 if tty else 30.0)
+
+    @staticmethod
+    def _close_bar(bar) -> None:
+        if bar is not None:
+            bar.close()
+
+
+def _fmt_secs(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+_FLOPS_CACHE: dict[str, Any] = {}
+
+
+def _flops(cfg: DictConfig) -> Any:
+    """MACs per image in the README convention (mobilemamba.info.count_flops on a meta-device copy); None if n/a."""
+    kwargs = plain(cfg.model.get("kwargs")) or {}
+    key = f"{cfg.model.name}@{cfg.model.img_size}:{json.dumps(kwargs, sort_keys=True)}:{cfg.data.num_classes}"
+    if key in _FLOPS_CACHE:
+        return _FLOPS_CACHE[key]
+    value = None
+    try:
+        import mobilemamba
+        from mobilemamba.info import count_flops
+
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        with preserved_rng(), torch.device("meta"):
+            model = mobilemamba.create_model(str(cfg.model.name), num_classes=int(cfg.data.num_classes),
+                                             scan_backend="torch", **kwargs)
+        value = int(count_flops(model, int(cfg.model.img_size)))
+    except Exception as exc:  # noqa: BLE001 - a summary field never fails a run
+        log.debug("flops not counted: %s", exc)
+    _FLOPS_CACHE[key] = value
+    return value

@@ -1,0 +1,32 @@
+"""Shared fixtures for the engine tests: one generated JPEG folder per session, tiny fast configs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# timm imports wandb when it is installed (~20 s on a small CPU box); these tests never log to wandb
+if "wandb" not in sys.modules:
+    sys.modules["wandb"] = None  # type: ignore[assignment]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """MOBILEMAMBA_CACHE for this session, holding the smoke dataset (written once)."""
+    from mobilemamba.data.prepare import make_synthetic_jpeg_folder
+
+    cache = tmp_path_factory.mktemp("mmcache")
+    make_synthetic_jpeg_folder(cache / "smoke", classes=4, per_class_train=32, per_class_val=8, size=40)
+    return cache
+
+
+@pytest.fixture
+def subprocess_env(cache_dir) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MOBILEMAMBA_RUN_DIR")}
+    env.update(MOBILEMAMBA_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env

@@ -1,0 +1,128 @@
+"""The loop's behaviour: phases back to back, non-finite updates skipped everywhere, K in a row stop the run."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mobilemamba.engine import EXIT_NONFINITE
+from mobilemamba.engine.preempt import EXIT_PREEMPTED
+
+from .helpers import load, run
+
+TWO_PHASES = (
+    "trainer.phases=[{name: first, epochs: 1}, "
+    "{name: second, epochs: 1, distill: none, overrides: {lr_scale: 0.5, schedule: restart, warmup_epochs: 0}}]"
+)
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_phases_run_back_to_back_with_state_carried(cache_dir, tmp_path):
+    assert run(cache_dir, tmp_path, TWO_PHASES) == 0
+    recs = _records(tmp_path)
+    phases = [r for r in recs if r["kind"] == "event" and r["event"] == "phase"]
+    assert [(p["phase"], p["epoch"], p["iteration"]) for p in phases] == [("first", 0, 0), ("second", 1, 3)]
+    train = {r["iteration"]: r for r in recs if r["kind"] == "train"}
+    assert [train[i]["phase"] for i in (1, 3, 4, 6)] == ["first", "first", "second", "second"]
+    # phase 2 restarts a cosine at half the lr without warmup: its first update runs at 0.5 x 2e-3
+    assert train[4]["lr"] == pytest.approx(0.5 * (2e-5 + 0.5 * (2e-3 - 2e-5) * (1 + math.cos(math.pi * 1 / 3))))
+    ck = load(tmp_path / "last.ckpt")
+    # the optimizer was carried over, not rebuilt: Adam's step counter covers both phases
+    assert all(int(s["step"]) == 6 for s in ck["optimizer"]["state"].values())
+    assert ck["phase"] == 2 and ck["epoch"] == 2
+    assert {r["epoch"] for r in recs if r["kind"] == "eval"} == {1, 2}  # a phase end is always evaluated
+
+
+@pytest.mark.slow
+def test_resume_lands_inside_the_second_phase(cache_dir, tmp_path):
+    assert run(cache_dir, tmp_path, TWO_PHASES, "trainer.debug.stop_at=4") == EXIT_PREEMPTED
+    ck = load(tmp_path / "last.ckpt")
+    assert (ck["phase"], ck["phase_name"], ck["epoch"], ck["batch"], ck["iteration"]) == (1, "second", 1, 2, 5)
+    assert run(cache_dir, tmp_path, TWO_PHASES, "trainer.debug.stop_at=4") == 0
+    resumed = [r for r in _records(tmp_path) if r["kind"] == "event" and r["event"] in ("resume", "phase")]
+    # one 'phase' record per phase start: resuming inside 'second' logs only the resume
+    assert [(r["event"], r.get("phase")) for r in resumed] == [("phase", "first"), ("phase", "second"), ("resume", 1)]
+
+
+@pytest.mark.slow
+def test_a_nonfinite_loss_skips_the_update_and_is_counted(cache_dir, tmp_path):
+    assert run(cache_dir, tmp_path, "trainer.debug.nan_at=[2]") == 0
+    recs = _records(tmp_path)
+    bad = [r for r in recs if r["kind"] == "event" and r["event"] == "nonfinite"]
+    assert [(r["iteration"], r["consecutive"]) for r in bad] == [(2, 1)]
+    assert [r["skipped"] for r in recs if r["kind"] == "train"][:3] == [False, True, False]
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["nonfinite_total"] == 1 and summary["status"] == "finished"
+    ck = load(tmp_path / "last.ckpt")
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_k_consecutive_nonfinite_updates_stop_the_run_after_a_checkpoint(cache_dir, tmp_path, capsys):
+    code = run(cache_dir, tmp_path, "trainer.debug.nan_at=[2,3]", "trainer.max_nonfinite=2")
+    assert code == EXIT_NONFINITE
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: trainer.max_nonfinite=2") and "last.ckpt" in err
+    ck = load(tmp_path / "last.ckpt")
+    assert ck["iteration"] == 3 and ck["nonfinite"]["consecutive"] == 2
+    # the two skipped updates left the weights as update 1 made them: Adam's step counter stayed at 1
+    assert all(int(s["step"]) == 1 for s in ck["optimizer"]["state"].values())
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_last_ckpt_is_written_every_n_updates_and_every_epoch(cache_dir, tmp_path, monkeypatch):
+    import mobilemamba.engine.trainer as trainer_mod
+
+    saves = []
+    real = trainer_mod.atomic_save
+    monkeypatch.setattr(trainer_mod, "atomic_save", lambda obj, path: (saves.append((path.name, obj["iteration"])), real(obj, path)))
+    assert run(cache_dir, tmp_path, "trainer.ckpt_every_iters=2") == 0
+    # updates 1..6, epochs end at 3 and 6; every 2 updates inside an epoch (2, 4) plus every epoch end
+    assert [it for name, it in saves if name == "last.ckpt"] == [2, 3, 4, 6]
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary checkpoint files are left behind"
+
+
+KD_THEN_PLAIN = (
+    "trainer.phases=[{name: kd, epochs: 1, distill: {kind: soft, teacher: resnet10t, img_size: 32, num_classes: 4}}, "
+    "{name: plain, epochs: 1, distill: none}]"
+)
+
+
+@pytest.mark.slow
+def test_distillation_phase_then_plain_phase_with_resume_inside_kd(cache_dir, tmp_path):
+    """The mission's flow: KD phase, then an extended phase without the teacher; resume restores the teacher."""
+    assert run(cache_dir, tmp_path, KD_THEN_PLAIN, "trainer.debug.stop_at=1") == EXIT_PREEMPTED
+    ck = load(tmp_path / "last.ckpt")
+    assert ck["phase_name"] == "kd" and ck["teacher"]["name"] == "resnet10t" and ck["teacher"]["weights_sha256"]
+    assert run(cache_dir, tmp_path, KD_THEN_PLAIN, "trainer.debug.stop_at=1") == 0
+    train = [r for r in _records(tmp_path) if r["kind"] == "train"]
+    assert all(r["kd"] > 0 for r in train if r["phase"] == "kd")
+    assert all(r["kd"] == 0 for r in train if r["phase"] == "plain")
+    assert {r["phase"] for r in train} == {"kd", "plain"}
+    assert load(tmp_path / "last.ckpt")["teacher"] is None  # the plain phase has no teacher
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_counts_updates_and_the_global_batch(cache_dir, tmp_path):
+    assert run(cache_dir, tmp_path, "trainer.accum_steps=2", "trainer.max_iters_per_epoch=4", "trainer.epochs=1") == 0
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["global_batch"] == 16 and summary["iterations"] == 2  # 4 batches of 8 = 2 updates of 16
+    assert summary["lr"] == pytest.approx(2e-3)  # smoke sets an absolute lr
+    ck = load(tmp_path / "last.ckpt")
+    assert all(int(s["step"]) == 2 for s in ck["optimizer"]["state"].values())
+
+
+@pytest.mark.slow
+def test_bf16_autocast_and_channels_last_run_on_cpu(cache_dir, tmp_path):
+    assert run(cache_dir, tmp_path, "trainer.amp=bf16", "trainer.channels_last=true", "trainer.epochs=1",
+               "trainer.deterministic=false") == 0
+    recs = [r for r in _records(tmp_path) if r["kind"] == "train"]
+    assert recs and all(math.isfinite(r["loss"]) for r in recs)
+    assert load(tmp_path / "last.ckpt")["scaler"] is None  # bf16 needs no GradScaler

@@ -1,0 +1,167 @@
+"""Small parts of the engine: atomic checkpoints, safe loading, RNG capture, weight-decay groups, EMA."""
+from __future__ import annotations
+
+import errno
+import sys
+import os
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobilemamba.engine.checkpoint import (
+    CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, load_file, restore_rng,
+)
+from mobilemamba.engine.optim import build_optimizer, reference_param_groups
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_atomic_save_then_load_roundtrip(tmp_path):
+    atomic_save({"model": {"w": torch.arange(3.0)}, "epoch": 1}, tmp_path / "last.ckpt")
+    assert torch.equal(load_file(tmp_path / "last.ckpt")["model"]["w"], torch.arange(3.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_save({"epoch": 1}, path)
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointSaveError, match="No space left on device.*previous checkpoint is intact"):
+        atomic_save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_file(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"], "the partial temp file is removed"
+
+
+def test_an_unwritable_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointSaveError, match="could not write checkpoint"):
+        atomic_save({"epoch": 1}, blocker / "last.ckpt")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_loading_never_runs_code_from_a_checkpoint(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"model": _RunsCode()}, path)
+    with pytest.raises(CheckpointLoadError, match=r"evil\.ckpt") as info:
+        load_file(path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "last.ckpt"
+    atomic_save({"model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointLoadError) as info:
+        load_file(path)
+    assert "\n" not in str(info.value)
+
+
+def test_rng_states_roundtrip_through_a_weights_only_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    atomic_save({"rng": capture_rng()}, tmp_path / "r.ckpt")
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    restore_rng(load_file(tmp_path / "r.ckpt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+# ------------------------------------------------------------------------------------------ optimizer
+class _Tiny(nn.Module):
+    """Names and shapes like MobileMamba's special parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.A_logs = nn.Parameter(torch.zeros(8, 1))
+        self.dt_projs_bias = nn.Parameter(torch.zeros(2, 4))
+        self.x_proj_weight = nn.Parameter(torch.zeros(2, 3, 4))
+        self.scale = nn.Parameter(torch.ones(1, 4, 1, 1))
+        self.Ds = nn.Parameter(torch.ones(8))
+        self.head = nn.Linear(4, 2)
+        self.frozen = nn.Parameter(torch.ones(4, 1, 2, 2), requires_grad=False)
+
+    def no_weight_decay(self):  # must NOT be consulted (the reference's list matches nothing)
+        return {"A_logs", "scale"}
+
+
+def test_weight_decay_follows_the_reference_rule():
+    model = _Tiny()
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in reference_param_groups(model, 0.05)}
+    assert groups[0.05] == {"conv.weight", "A_logs", "dt_projs_bias", "x_proj_weight", "scale", "head.weight"}
+    assert groups[0.0] == {"bn.weight", "bn.bias", "Ds", "head.bias"}
+    assert "frozen" not in groups[0.05] | groups[0.0]
+
+
+def test_adamw_gets_the_recipe_hyperparameters():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05})
+    opt = build_optimizer(_Tiny(), cfg, lr=3e-3)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert {(g["lr"], g["betas"], g["eps"]) for g in opt.param_groups} == {(3e-3, (0.9, 0.999), 1e-8)}
+    assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.05]
+
+
+# ------------------------------------------------------------------------------------------ EMA
+def test_ema_as_configured_averages_bn_buffers_from_the_first_update():
+    """ModelEmaV3(use_warmup=False, exclude_buffers=False) updated with step=None: constant decay, stats too."""
+    from timm.utils import ModelEmaV3
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    ema = ModelEmaV3(model, decay=0.75, use_warmup=False, exclude_buffers=False)
+    model.train()(torch.randn(8, 3, 4, 4) + 5)  # moves the BN running mean
+    ema.update(model)
+    rm_model, rm_ema = model[1].running_mean, ema.module[1].running_mean
+    assert torch.allclose(rm_ema, 0.25 * rm_model)  # 0.75 * 0 + 0.25 * new: no warmup, no bias correction
+
+
+# ------------------------------------------------------------------------------------------ wandb
+class _FakeWandb:
+    """Records wandb.init's arguments; a run object with an id, log and finish."""
+
+    def __init__(self):
+        self.calls = []
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+        run = type("Run", (), {})()
+        run.id = kwargs.get("id") or "new-run-id"
+        run.logged = []
+        run.log = lambda data, step=None: run.logged.append((step, data))
+        run.finish = lambda: None
+        return run
+
+
+@pytest.mark.parametrize("env_mode, expected", [(None, "offline"), ("online", "online")])
+def test_wandb_is_offline_by_default_and_honours_wandb_mode(tmp_path, monkeypatch, env_mode, expected):
+    from omegaconf import OmegaConf
+
+    from mobilemamba.engine.runlog import RunLogger
+
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    if env_mode:
+        monkeypatch.setenv("WANDB_MODE", env_mode)
+    else:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    logger = RunLogger(tmp_path, True, OmegaConf.create({"wandb": True, "mode": "offline", "project": "p"}))
+    logger.start_wandb({"a": 1}, run_id="stored-id", name="smoke")
+    logger.log("train", iteration=3, loss=1.5)
+    assert fake.calls[0]["mode"] == expected and fake.calls[0]["id"] == "stored-id" and fake.calls[0]["resume"] == "allow"
+    assert logger.wandb_id == "stored-id"
+    assert logger.wandb_run.logged == [(3, {"train/iteration": 3, "train/loss": 1.5})]
