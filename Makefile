@@ -32,5 +32,10 @@ demo: setup
 	MOBILEMAMBA_CACHE=$(DEMO_CACHE) $(PY) eval.py model=t2 model.img_size=32 data=fashion_mnist \
 		checkpoint=$(DEMO_DIR)/last.ckpt ema=false fuse=true hydra.run.dir=$(DEMO_DIR)/eval
 
+# make bench: the throughput table of every variant (GPU machine), inference and training step
+bench: setup
+	$(PY) bench.py model=t2,t4,s6,b1,b2,b4 mode=infer amp=bf16 fused=true channels_last=true
+	$(PY) bench.py model=t2,t4,s6,b1,b2,b4 mode=train amp=bf16 channels_last=true
+
 clean:
 	rm -rf $(VENV) outputs multirun .cache
