@@ -2,6 +2,7 @@
 
 Importing this package registers `mobilemamba_{t2,t4,s6,b1,b2,b4}` with timm.
 """
+from .backbone import create_backbone
 from .models import VARIANTS, CheckpointError, MobileMamba, create_model, fuse_model_copy, load_checkpoint
 
 __version__ = "0.1.0"
@@ -12,5 +13,5 @@ def fuse_model(model):
     return model.fuse()
 
 
-__all__ = ["VARIANTS", "CheckpointError", "MobileMamba", "create_model", "fuse_model", "fuse_model_copy",
-           "load_checkpoint", "__version__"]
+__all__ = ["VARIANTS", "CheckpointError", "MobileMamba", "create_backbone", "create_model", "fuse_model",
+           "fuse_model_copy", "load_checkpoint", "__version__"]

@@ -2,6 +2,9 @@
 
 Backends:
 - ``torch``: vectorised pure PyTorch (any device, differentiable); the reference for the others.
+- ``chunked``: chunked closed form in cumsum/exp/matmul, in the input dtype (any device, differentiable); exports
+  to ONNX with standard operators only, and is the export backend.
+- ``sequential``: the textbook loop over the sequence (`selective_scan_ref`); slow, the CPU benchmark's baseline.
 - ``triton``: Triton kernels, forward and backward (CUDA).
 - ``mamba_ssm``: ``selective_scan_fn`` from mamba-ssm, when installed with its CUDA kernels.
 - ``auto``: triton on CUDA tensors (when triton imports), torch elsewhere; says once which it chose.
@@ -17,9 +20,10 @@ from typing import Callable
 import torch
 
 from .reference import selective_scan_ref
+from .chunked_scan import selective_scan_chunked
 from .torch_scan import selective_scan_torch
 
-BACKENDS = ("auto", "torch", "triton", "mamba_ssm")
+BACKENDS = ("auto", "torch", "triton", "mamba_ssm", "chunked", "sequential")
 _log = logging.getLogger(__name__)
 
 
@@ -70,6 +74,10 @@ def get_scan_fn(backend: str) -> Callable:
     """The function implementing a concrete backend (not 'auto')."""
     if backend == "torch":
         return selective_scan_torch
+    if backend == "chunked":
+        return selective_scan_chunked
+    if backend == "sequential":
+        return selective_scan_ref
     if backend == "triton":
         return _triton_fn()
     if backend == "mamba_ssm":
@@ -86,4 +94,4 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
 
 
 __all__ = ["BACKENDS", "ScanBackendError", "resolve_backend", "get_scan_fn", "selective_scan",
-           "selective_scan_ref", "selective_scan_torch"]
+           "selective_scan_ref", "selective_scan_torch", "selective_scan_chunked"]
