@@ -77,8 +77,21 @@ def init_distributed(device_preference: str = "auto", timeout_min: float = 30.0)
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(minutes=timeout_min)}
         if device.type == "cuda":
             kwargs["device_id"] = device
+        store = _per_attempt_store(timedelta(minutes=timeout_min))
+        if store is not None:
+            kwargs.update(store=store, rank=rank, world_size=world_size)
         dist.init_process_group(**kwargs)
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def _per_attempt_store(timeout: timedelta) -> Any:
+    """Under torchrun the agent's TCPStore outlives a failed worker group (static rendezvous reuses it as is), so
+    a restarted group would read the dead group's keys (gloo/NCCL peer addresses) and hang or connect to dead
+    peers. A prefix per restart attempt keeps the attempts apart. None outside torchrun's agent store."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
+        return None
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"mobilemamba/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
 
 
 def destroy_distributed() -> None:
