@@ -10,19 +10,11 @@ import time
 import torch
 
 import mobilemamba
+from mobilemamba.models.layers import randomize_batchnorm
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-def randomize_bn(model: torch.nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
 
 
 def main() -> None:
@@ -35,7 +27,7 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     ref = mobilemamba.create_model(args.model, scan_backend="torch").cuda()
-    randomize_bn(ref)
+    randomize_batchnorm(ref)
     fast = mobilemamba.create_model(args.model, scan_backend="triton").cuda()
     fast.load_state_dict(ref.state_dict())
     size = ref.pretrained_cfg["input_size"][-1]

@@ -7,26 +7,12 @@ from mobilemamba.export import set_scan_backend
 from mobilemamba.ops.scan import (ScanBackendError, get_scan_fn, resolve_backend, selective_scan, selective_scan_ref,
                                   selective_scan_torch)
 from mobilemamba.ops.scan.chunked_scan import linear_recurrence, segment_sums, selective_scan_chunked
-from tests.models.helpers import TINY, randomize_bn
-
-
-def make_inputs(batch=2, groups=2, channels=6, length=97, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    return dict(u=r(batch, groups * channels, length), delta=r(batch, groups * channels, length),
-                A=-torch.rand(groups * channels, 1, generator=g, dtype=dtype) * 2,
-                B=r(batch, groups, 1, length), C=r(batch, groups, 1, length), D=r(groups * channels),
-                delta_bias=torch.rand(groups * channels, generator=g, dtype=dtype))
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm()).item() if b.norm() > 0 else (a - b).abs().max().item() * 1e6
+from tests.models.helpers import TINY, randomize_bn, rel, scan_inputs
 
 
 @pytest.mark.parametrize("length,chunk", [(1, 32), (31, 32), (32, 32), (33, 32), (97, 8), (400, 32), (144, 5)])
 def test_chunked_scan_in_float32_equals_the_float64_sequential_reference_with_gradients(length, chunk):
-    ref_in = {k: v.requires_grad_() for k, v in make_inputs(length=length, seed=length).items()}
+    ref_in = {k: v.requires_grad_() for k, v in scan_inputs(length=length, seed=length).items()}
     fast_in = {k: v.detach().float().requires_grad_() for k, v in ref_in.items()}
     ref = selective_scan_ref(**ref_in)
     grad = torch.randn_like(ref)
@@ -42,7 +28,7 @@ def test_chunked_scan_in_float32_equals_the_float64_sequential_reference_with_gr
 def test_chunked_scan_stays_accurate_with_strong_decay_then_weak_decay():
     """Strong decay drives the running sum of Δ·A to ~ -1e5; later weak-decay steps must still be exact, which a
     difference of long prefix sums in float32 would not be (segment sums are formed over the segment only)."""
-    x = make_inputs(length=1024, seed=4)
+    x = scan_inputs(length=1024, seed=4)
     x["delta"][..., :512] = 20.0
     x["delta"][..., 512:] = -6.0
     x["A"] = x["A"] * 5
@@ -73,13 +59,13 @@ def test_linear_recurrence_matches_a_loop_for_every_chunk_size():
 
 
 def test_chunked_scan_keeps_samples_independent():
-    x = make_inputs(batch=3)
+    x = scan_inputs(batch=3)
     alone = selective_scan_chunked(**{k: (v[1:2] if v.dim() > 2 else v) for k, v in x.items()})
     assert torch.allclose(selective_scan_chunked(**x)[1:2], alone, atol=1e-12)
 
 
 def test_chunked_scan_rejects_a_state_size_other_than_one():
-    x = make_inputs()
+    x = scan_inputs()
     x["A"] = x["A"].repeat(1, 2)
     with pytest.raises(ValueError, match="d_state=1 only"):
         selective_scan_chunked(**x)
@@ -90,7 +76,7 @@ def test_chunked_and_sequential_are_registered_backends_on_any_device():
     assert resolve_backend("sequential", torch.device("meta")) == "sequential"
     assert get_scan_fn("chunked") is selective_scan_chunked
     assert get_scan_fn("sequential") is selective_scan_ref
-    x = make_inputs(length=40)
+    x = scan_inputs(length=40)
     assert rel(selective_scan(**x, backend="chunked"), selective_scan_torch(**x)) < 1e-12
     with pytest.raises(ScanBackendError, match="unknown scan backend 'chunky'"):
         resolve_backend("chunky", torch.device("cpu"))

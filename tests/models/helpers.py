@@ -1,18 +1,22 @@
-"""Shared helpers of the model tests."""
+"""Shared helpers of the model, scan and export tests."""
 import torch
-import torch.nn as nn
+
+from mobilemamba.models.layers import randomize_batchnorm as randomize_bn  # noqa: F401 (re-exported)
 
 TINY = dict(embed_dim=(16, 32, 48), depth=(1, 1, 1))
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics and affine parameters: at initialisation many γ are 0, which would hide errors."""
+def scan_inputs(batch=2, groups=2, channels=6, length=97, seed=0, dtype=torch.float64):
+    """Random selective-scan inputs (u, delta, A, B, C, D, delta_bias) with d_state 1 and `groups` directions."""
     g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.1
-            m.running_mean = torch.randn(n, generator=g) * 0.1
-            m.running_var = torch.rand(n, generator=g) + 0.5
-    return model
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    return dict(u=r(batch, groups * channels, length), delta=r(batch, groups * channels, length),
+                A=-torch.rand(groups * channels, 1, generator=g, dtype=dtype) * 2,
+                B=r(batch, groups, 1, length), C=r(batch, groups, 1, length), D=r(groups * channels),
+                delta_bias=torch.rand(groups * channels, generator=g, dtype=dtype))
+
+
+def rel(a, b):
+    """Relative error of `a` against `b`; an exact-zero reference (e.g. dA at L = 1) is compared absolutely."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item() if b.norm() > 0 else (a - b).abs().max().item() * 1e6

@@ -7,28 +7,14 @@ import textwrap
 import pytest
 import torch
 
+from tests.models.helpers import rel, scan_inputs
 from mobilemamba.ops.scan import (ScanBackendError, resolve_backend, selective_scan, selective_scan_ref,
                                   selective_scan_torch)
 
 
-def make_inputs(batch=2, groups=2, channels=6, length=97, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    return dict(u=r(batch, groups * channels, length), delta=r(batch, groups * channels, length),
-                A=-torch.rand(groups * channels, 1, generator=g, dtype=dtype) * 2,
-                B=r(batch, groups, 1, length), C=r(batch, groups, 1, length), D=r(groups * channels),
-                delta_bias=torch.rand(groups * channels, generator=g, dtype=dtype))
-
-
-def rel(a, b):
-    """Relative error of `a` against `b`; an exact-zero reference (e.g. dA at L = 1) is compared absolutely."""
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm()).item() if b.norm() > 0 else (a - b).abs().max().item() * 1e6
-
-
 @pytest.mark.parametrize("length,seed", [(1, 0), (97, 1), (400, 2)])
 def test_torch_scan_equals_sequential_float64_reference_outputs_and_gradients(length, seed):
-    ref_in = {k: v.requires_grad_() for k, v in make_inputs(length=length, seed=seed).items()}
+    ref_in = {k: v.requires_grad_() for k, v in scan_inputs(length=length, seed=seed).items()}
     fast_in = {k: v.detach().float().requires_grad_() for k, v in ref_in.items()}
     ref = selective_scan_ref(**ref_in)
     grad = torch.randn_like(ref)
@@ -43,7 +29,7 @@ def test_torch_scan_equals_sequential_float64_reference_outputs_and_gradients(le
 
 def test_torch_scan_stays_accurate_with_strong_decay_over_long_sequences():
     """Large Δ·|A| over L = 1024 would overflow a naive cumulative-product formula."""
-    x = make_inputs(length=1024, seed=3)
+    x = scan_inputs(length=1024, seed=3)
     x["delta"] = x["delta"] * 4 + 3  # softplus(Δ) up to ~15
     x["A"] = x["A"] * 5
     out = selective_scan_torch(**{k: v.float() for k, v in x.items()})
@@ -53,7 +39,7 @@ def test_torch_scan_stays_accurate_with_strong_decay_over_long_sequences():
 
 def test_scan_merge_is_per_sample():
     """The reference's CPU fallback mixed samples of a batch (spec §4); here sample i depends on sample i only."""
-    x = make_inputs(batch=3)
+    x = scan_inputs(batch=3)
     alone = selective_scan_torch(**{k: (v[1:2] if v.dim() > 2 else v) for k, v in x.items()})
     together = selective_scan_torch(**x)
     assert torch.allclose(together[1:2], alone, atol=1e-12)
@@ -65,7 +51,7 @@ def test_auto_backend_is_torch_on_cpu_and_unrunnable_backends_are_errors():
         resolve_backend("triton", torch.device("cpu"))
     with pytest.raises(ScanBackendError, match="unknown scan backend 'cuda_oflex'"):
         resolve_backend("cuda_oflex", torch.device("cpu"))
-    x = make_inputs()
+    x = scan_inputs()
     with pytest.raises(ScanBackendError):
         selective_scan(**x, backend="mamba_ssm")
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..models import VARIANTS, create_model
 from ..models.checkpoint import extract_state_dict, load_state_dict_file
+from ..models.layers import randomize_batchnorm
 from ..models.ss2d import SS2D
 
 EXPORT_SCAN_BACKEND = "chunked"
@@ -41,23 +42,6 @@ def set_scan_backend(model: nn.Module, backend: str) -> int:
             m.scan_backend = backend
             count += 1
     return count
-
-
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics and affine terms, so that every branch of a randomly initialised model contributes.
-
-    At initialisation many BN γ are 0 (FFN and MRFFI outputs), which would make those branches — the scan among
-    them — invisible to a numerical check of the export.
-    """
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.1
-            m.running_mean = torch.randn(n, generator=g) * 0.1
-            m.running_var = torch.rand(n, generator=g) + 0.5
-    return model
 
 
 def _checkpoint_layout(path: str | os.PathLike, ema: bool) -> tuple[int, bool]:

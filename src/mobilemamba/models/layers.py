@@ -124,6 +124,23 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN statistics and affine terms, so that every branch of a randomly initialised model contributes.
+
+    At initialisation many BN γ are 0 (FFN and MRFFI outputs), which would hide those branches — the scan among
+    them — from a numerical check (fusion, export, backends).
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            n, device = m.num_features, m.weight.device
+            m.weight.data = (torch.rand(n, generator=g) + 0.5).to(device)
+            m.bias.data = (torch.randn(n, generator=g) * 0.1).to(device)
+            m.running_mean = (torch.randn(n, generator=g) * 0.1).to(device)
+            m.running_var = (torch.rand(n, generator=g) + 0.5).to(device)
+    return model
+
+
 def fuse_model(module: nn.Module) -> nn.Module:
     """Replace, recursively, every child that has a `fuse()` method by its fused form (in place)."""
     for name, child in list(module.named_children()):
