@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .models import VARIANTS, create_model
 
@@ -123,24 +122,25 @@ def _inference_step(model: nn.Module, x: torch.Tensor, cfg: BenchConfig, device:
     return step
 
 
-def _train_step(model: nn.Module, x: torch.Tensor, cfg: BenchConfig, device: torch.device,
+def _train_step(model: nn.Module, x: torch.Tensor, num_classes: int, cfg: BenchConfig, device: torch.device,
                 teacher: nn.Module | None) -> Callable[[], None]:
-    """AdamW + AMP (GradScaler for fp16) + soft-target cross-entropy (+ KD), the recipe's step on random data."""
+    """AdamW + AMP (GradScaler for fp16) + soft-target cross-entropy (+ the recipe's KD), on random data."""
+    from timm.loss import SoftTargetCrossEntropy
+
+    from distill import KDLoss  # top-level package of this repo
+
     fused_adam = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=fused_adam)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    num_classes = model.num_classes
     targets = torch.softmax(torch.randn(x.shape[0], num_classes, device=device), dim=-1)
+    base_loss, kd_loss = SoftTargetCrossEntropy(), KDLoss(kind="soft", alpha=5.0, tau=1.0)
 
     def step() -> None:
         with _autocast(device, cfg.amp):
             out = model(x)
-        loss = torch.sum(-targets * F.log_softmax(out.float(), dim=-1), dim=-1).mean()
+        loss = base_loss(out.float(), targets)
         if teacher is not None:
-            t_logits = teacher(x)
-            kd = F.kl_div(F.log_softmax(out.float(), -1), F.log_softmax(t_logits.float(), -1), reduction="sum",
-                          log_target=True) / x.shape[0]
-            loss = loss + 5.0 * kd
+            loss, _ = kd_loss(out, teacher(x), loss)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
@@ -182,12 +182,11 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     else:
         model.train()
         teacher = _build_teacher(cfg, model, img_size, device) if cfg.kd else None
+        num_classes = model.num_classes
         if world > 1:
             model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
-            model.num_classes = model.module.num_classes
         runner = torch.compile(model) if cfg.compile else model
-        runner.num_classes = model.num_classes
-        step = _train_step(runner, x, cfg, device, teacher)
+        step = _train_step(runner, x, num_classes, cfg, device, teacher)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = _time_runs(step, cfg, device)
