@@ -16,9 +16,12 @@
 #   LOADER       train data loader: auto (dali if importable, else torch) | dali | torch.   EVAL_LOADER: torch.
 #   CIFAR10_ARCHIVE  the .tar.zst (or .tar.gz/.tar); default: first of .data/, shared/data/, ../shared/data/.
 #   CIFAR10_ROOT     where it is extracted (default $WORK/cifar10_jpg); WORK default outputs/cifar10_repro.
-#   GPUS         GPUs to use (default: all visible). With >= 2, two lanes run side by side:
-#                lane A: b1 then t2_kd (needs b1's checkpoint), lane B: s6 then t2; each lane gets GPUS/2 GPUs.
-#                With one GPU: b1, s6, t2, then t2_kd.
+#   GPUS         how many GPUs to use (default: all visible), ids 0..GPUS-1.
+#                >= 3: b1, s6 and t2 side by side on one GPU each, then t2_kd (needs b1's checkpoint) on all, or
+#                on KD_GPUS (e.g. 0,1: keep it the same across reruns, a resumed run needs the same GPU count).
+#                2: two lanes, A: b1 then t2_kd on GPU 0, B: s6 then t2 on GPU 1.  1: b1, s6, t2, then t2_kd.
+#   EVAL_SPECS   which eval.py passes per run (default: "eval_unfused eval_fused eval_fused_bf16"); the engine's
+#                final eval already checks fused == unfused, so eval_fused_bf16 alone adds the throughput column.
 #   OUT          if set, the report, logs, timings and a tarball of the run dirs (no checkpoints) are copied there.
 #   IMG_SIZE     default 128.  EXTRA / EVAL_EXTRA: more Hydra overrides for every train.py / eval.py command, e.g. a
 #                CPU dry run of the whole pipeline in minutes: GPUS=0 LOADER=torch IMG_SIZE=32 EPOCH_SCALE=0.04
@@ -119,6 +122,16 @@ lane_b() { train cifar10_s6 "$1" && train cifar10_t2 "$1"; }
 train_all() {
   local all a b half
   all=$(seq -s, 0 $((NGPU - 1)))
+  if [ "$NGPU" -ge 3 ]; then
+    log "three sizes side by side on GPUs 0, 1, 2, then t2_kd on GPUs $all"
+    train cifar10_b1 0 & local p1=$!
+    train cifar10_s6 1 & local p2=$!
+    train cifar10_t2 2 & local p3=$!
+    local r1 r2 r3
+    wait $p1; r1=$?; wait $p2; r2=$?; wait $p3; r3=$?
+    [ "$r1" -eq 0 ] && { train_kd "${KD_GPUS:-$all}" || r1=$?; }
+    return $((r1 ? r1 : (r2 ? r2 : r3)))
+  fi
   if [ "$NGPU" -ge 2 ]; then
     half=$((NGPU / 2))
     a=$(seq -s, 0 $((half - 1))); b=$(seq -s, "$half" $((2 * half - 1)))
@@ -147,19 +160,26 @@ eval_one() {
   local common=(eval.py "model=$v" "model.img_size=$IMG_SIZE" data=cifar10 "data.root=$DATA" data.val_split=test
                 "data.loader=$EVAL_LOADER" "checkpoint=$ck" ema=true throughput.batch_size=256 throughput.warmup=10
                 throughput.iters=30 "${EVAL_EXTRA_ARGS[@]}")
-  local spec sub args
+  local spec sub args gpu=${2:-0}
   for spec in "eval_unfused:fuse=false" "eval_fused:fuse=true" "eval_fused_bf16:fuse=true amp=bf16 channels_last=true"; do
     sub=${spec%%:*}; args=${spec#*:}
+    [[ " ${EVAL_SPECS:-eval_unfused eval_fused eval_fused_bf16} " == *" $sub "* ]] || continue
     [ -f "$dir/$sub/results.json" ] && continue
     if [ "$(left)" -lt 60 ]; then log "$name: eval not started, budget spent"; return 75; fi
     # shellcheck disable=SC2086
-    CUDA_VISIBLE_DEVICES=0 timeout -s TERM -k 30 "$(left)" "$PY" "${common[@]}" $args "hydra.run.dir=$dir/$sub" \
+    CUDA_VISIBLE_DEVICES=$gpu timeout -s TERM -k 30 "$(left)" "$PY" "${common[@]}" $args "hydra.run.dir=$dir/$sub" \
       >>"$LOGS/$name.eval.log" 2>&1 || log "$name $sub: exit $? (see $LOGS/$name.eval.log)"
     tail -n 1 "$LOGS/$name.eval.log" | sed 's/^/    /'
   done
 }
 
-eval_all() { local n; for n in cifar10_t2 cifar10_s6 cifar10_b1 cifar10_t2_kd; do eval_one $n; done; }
+eval_all() {  # one run per GPU side by side when there are enough GPUs
+  local n i=0 pids=()
+  for n in cifar10_t2 cifar10_s6 cifar10_b1 cifar10_t2_kd; do
+    if [ "$NGPU" -ge 4 ]; then eval_one $n $i & pids+=($!); i=$((i + 1)); else eval_one $n 0; fi
+  done
+  for i in "${pids[@]}"; do wait "$i"; done
+}
 
 # ------------------------------------------------------------------------------------------------ report
 report() {
@@ -173,9 +193,10 @@ report() {
 }
 
 done_all() {
-  local n
+  local n sub
   for n in cifar10_t2 cifar10_s6 cifar10_b1 cifar10_t2_kd; do
-    finished "$RUNS/$n" && [ -f "$RUNS/$n/eval_fused/results.json" ] || return 1
+    finished "$RUNS/$n" || return 1
+    for sub in ${EVAL_SPECS:-eval_unfused eval_fused eval_fused_bf16}; do [ -f "$RUNS/$n/$sub/results.json" ] || return 1; done
   done
 }
 

@@ -207,7 +207,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DDP(model, device_ids=ids, broadcast_buffers=True)
+            # grads as views of the all-reduce buckets: no copy in or out of the buckets each step
+            self.ddp = DDP(model, device_ids=ids, broadcast_buffers=True, gradient_as_bucket_view=True)
             model = self.ddp
         if self.t.compile:
             # the conv form of the Haar step is the same function and traces as one graph (pywt breaks Dynamo)
@@ -296,28 +297,27 @@ class Trainer:
         last_end = time.perf_counter()
         while self.batch < self.batches_used:
             t0 = time.perf_counter()
-            local_bad = False
             data_time = 0.0
-            loss_val = kd_val = 0.0
-            self._saved_buffers = self._buffers_snapshot()  # a skipped update also leaves BN statistics untouched
+            loss_sum = kd_sum = None  # device tensors: the step reads them back once, with the skip flags
+            self._snapshot_buffers()  # a skipped update also leaves BN statistics untouched
             for micro in range(self.accum):
                 td = time.perf_counter()
                 images, targets = next(it)
                 data_time += time.perf_counter() - td
                 images = faults.poison_batch(images, self.update + 1, env.rank)  # inert unless MOBILEMAMBA_FAULT_NAN_INPUT
                 inject = (self.update + 1) in nan_at and (nan_rank is None or int(nan_rank) == env.rank)
-                loss, parts = self._forward_loss(images, targets, inject)
+                loss, kd = self._forward_loss(images, targets, inject)
                 sync_ctx = self.ddp.no_sync() if self.ddp is not None and micro < self.accum - 1 else contextlib.nullcontext()
                 with sync_ctx:
                     if self.scaler is not None:
                         self.scaler.scale(loss / self.accum).backward()
                     else:
                         (loss / self.accum).backward()
-                lv = loss.detach().float().item()
-                local_bad = local_bad or not math.isfinite(lv)
-                loss_val += lv / self.accum
-                kd_val += parts.get("kd", 0.0) / self.accum
-            skipped = self._optimizer_step(local_bad)
+                lv = loss.detach().float() / self.accum
+                loss_sum = lv if loss_sum is None else loss_sum + lv
+                if kd is not None:
+                    kd_sum = kd / self.accum if kd_sum is None else kd_sum + kd / self.accum
+            skipped, loss_val, kd_val = self._optimizer_step(loss_sum, kd_sum)
             self.batch += self.accum
             self.update += 1
             self.schedule.step_update(self.update, p)
@@ -362,7 +362,7 @@ class Trainer:
             self._preempt_exit()
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor, inject_nan: bool):
-        parts: dict[str, float] = {}
+        """(loss, kd term or None) as device tensors: nothing here waits for the GPU."""
         if self.mixup is not None:
             images, soft = self.mixup(images, targets)
         else:
@@ -372,28 +372,38 @@ class Trainer:
             t_logits = self.teacher(images) if self.teacher is not None else None
         cls_out = out[0] if isinstance(out, (tuple, list)) else out
         loss = self.criterion(cls_out.float(), soft)  # the base loss in fp32
+        kd = None
         if self.kd_loss is not None and t_logits is not None:
             loss, terms = self.kd_loss(out, t_logits.float(), loss)
-            parts = {k: float(v.detach().float().item()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+            kd = terms.get("kd")
+            kd = None if kd is None else torch.as_tensor(kd, dtype=torch.float32, device=loss.device).detach()
         if inject_nan:
             loss = loss * float("nan")
-        return loss, parts
+        return loss, kd
 
-    def _optimizer_step(self, local_bad: bool) -> bool:
-        """Clip and step; a non-finite loss or grad on ANY rank skips the update everywhere. Returns skipped."""
+    def _optimizer_step(self, loss_sum: torch.Tensor, kd_sum: torch.Tensor | None) -> tuple[bool, float, float]:
+        """Clip and step; a non-finite loss or grad on ANY rank skips the update everywhere.
+
+        Returns (skipped, loss, kd). The only host sync of a training step is here: the skip flags (max over
+        ranks) and this rank's loss come back in one transfer, so the GPU queue is not drained several times
+        a step (the backward is still running when the clip and the all-reduce are queued).
+        """
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         clip = float(self.grad_clip) if self.grad_clip else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        # fp16: inf grads with a finite loss are the scaler's business (it skips and lowers the scale)
-        grad_bad = self.scaler is None and not bool(torch.isfinite(grad_norm).item())
-        flags = torch.tensor([float(local_bad or grad_bad), float(self.preempt.requested != 0)], device=self.device)
-        D.all_reduce_max(flags)
-        self._stop_requested = bool(flags[1].item())
-        if flags[0].item() > 0:
+        bad = ~torch.isfinite(loss_sum)
+        if self.scaler is None:  # fp16: inf grads with a finite loss are the scaler's business (it skips, lowers the scale)
+            bad = bad | ~torch.isfinite(grad_norm.to(self.device))
+        stop = torch.full((), float(self.preempt.requested != 0), device=self.device)
+        flags = D.all_reduce_max(torch.stack([bad.float(), stop]))
+        kd = kd_sum if kd_sum is not None else torch.zeros((), device=self.device)
+        bad_any, stop_any, loss_val, kd_val = torch.cat([flags, loss_sum.view(1), kd.view(1)]).tolist()
+        self._stop_requested = bool(stop_any)
+        if bad_any > 0:
             self.optimizer.zero_grad(set_to_none=True)
-            self._restore_buffers(self._saved_buffers)
+            self._restore_buffers()
             if self.scaler is not None:
                 self.scaler.update()  # found_inf was recorded by unscale_: lowers the scale, resets state
             self.nonfinite_total += 1
@@ -412,7 +422,7 @@ class Trainer:
                     f"losses/gradients up to update {self.update}; last.ckpt holds the last good weights "
                     f"(lower optim.lr or check the data, then rerun to resume)"
                 )
-            return True
+            return True, loss_val, kd_val
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -420,23 +430,33 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            D.broadcast_buffers(self.model)  # every rank's EMA reads rank 0's BN stats: one EMA, restored exactly
-            self.ema.update(self.model)
+            self.ema.update(self.model)  # rank 0's EMA is the one saved; other ranks take its buffers before eval
         self.nonfinite_run = 0
-        return False
+        return False, loss_val, kd_val
 
     _stop_requested = False
     _saved_buffers: list[torch.Tensor] = []
 
-    def _buffers_snapshot(self) -> list[torch.Tensor]:
-        """Copies of the model's buffers (BN running stats: small) taken before an update's forward passes."""
-        return [b.detach().clone() for b in self.model.buffers()]
+    def _snapshot_buffers(self) -> None:
+        """Copy the model's buffers (BN running stats: small) before an update's forward passes, in one
+        multi-tensor copy into buffers allocated once."""
+        bufs = list(self.model.buffers())
+        if len(self._saved_buffers) != len(bufs):
+            self._saved_buffers = [b.detach().clone() for b in bufs]
+        elif bufs:
+            torch._foreach_copy_(self._saved_buffers, [b.detach() for b in bufs])
 
-    def _restore_buffers(self, saved: list[torch.Tensor]) -> None:
+    def _restore_buffers(self) -> None:
         """Undo what the forward passes of a skipped update did to the buffers (a NaN batch poisons BN stats)."""
         with torch.no_grad():
-            for buf, old in zip(self.model.buffers(), saved):
+            for buf, old in zip(self.model.buffers(), self._saved_buffers):
                 buf.copy_(old)
+
+    def _sync_ema_buffers(self) -> None:
+        """Rank 0's EMA BN statistics on every rank (each rank's EMA averages its own local BN stats between
+        evaluations; rank 0's is the one checkpointed, so an evaluation uses it everywhere)."""
+        if self.ema is not None:
+            D.broadcast_buffers(self.ema.module)
 
     def _agree_stop(self) -> bool:
         flag = torch.tensor([float(self.preempt.requested != 0)], device=self.device)
@@ -499,6 +519,7 @@ class Trainer:
         return total
 
     def _evaluate_both(self) -> dict[str, Any]:
+        self._sync_ema_buffers()
         kw = dict(device=self.device, autocast=self.autocast, max_batches=self.t.get("eval_max_batches"),
                   channels_last=bool(self.t.channels_last))
         raw = evaluate(self.model, self.val_loader, **kw)
@@ -647,6 +668,7 @@ class Trainer:
     def _final_eval(self) -> dict[str, Any]:
         """Unfused vs fused (model.fuse()) on the val set for raw and EMA weights; they must agree."""
         kw = dict(device=self.device, autocast=contextlib.nullcontext, max_batches=self.t.get("eval_max_batches"))
+        self._sync_ema_buffers()
         images, _ = next(rng_neutral_iter(self.val_loader))
         out: dict[str, Any] = {}
         for key, model in (("raw", self.model), ("ema", self.ema.module if self.ema is not None else None)):
