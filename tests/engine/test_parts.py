@@ -115,6 +115,18 @@ def test_adamw_gets_the_recipe_hyperparameters():
     assert isinstance(opt, torch.optim.AdamW)
     assert {(g["lr"], g["betas"], g["eps"]) for g in opt.param_groups} == {(3e-3, (0.9, 0.999), 1e-8)}
     assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.05]
+    assert not opt.defaults.get("fused")  # fused=auto: the fused kernel only for a model on CUDA
+
+
+@pytest.mark.parametrize("fused, message", [(True, "needs the model on a CUDA device"), ("yes", "auto, true or false")])
+def test_a_fused_adamw_the_device_cannot_run_is_a_config_error(fused, message):
+    from omegaconf import OmegaConf
+
+    from mobilemamba.engine.config import ConfigError
+
+    cfg = OmegaConf.create({"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05, "fused": fused})
+    with pytest.raises(ConfigError, match=message):
+        build_optimizer(_Tiny(), cfg, lr=3e-3)
 
 
 # ------------------------------------------------------------------------------------------ EMA
