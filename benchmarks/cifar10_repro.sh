@@ -173,12 +173,15 @@ eval_one() {
   done
 }
 
-eval_all() {  # one run per GPU side by side when there are enough GPUs
-  local n i=0 pids=()
+eval_all() {  # side by side, one run per GPU (throughput needs the GPU to itself), in waves of NGPU runs
+  local n i=0 pids=() lanes=$((NGPU > 0 ? NGPU : 1))
   for n in cifar10_t2 cifar10_s6 cifar10_b1 cifar10_t2_kd; do
-    if [ "$NGPU" -ge 4 ]; then eval_one $n $i & pids+=($!); i=$((i + 1)); else eval_one $n 0; fi
+    eval_one $n $i & pids+=($!)
+    i=$((i + 1))
+    if [ "$i" -ge "$lanes" ]; then wait "${pids[@]}"; pids=(); i=0; fi
   done
-  for i in "${pids[@]}"; do wait "$i"; done
+  [ "${#pids[@]}" -gt 0 ] && wait "${pids[@]}"
+  return 0
 }
 
 # ------------------------------------------------------------------------------------------------ report

@@ -13,8 +13,16 @@ mkdir -p /tmp/cifar10 && tar -xzf .cifar/cifar10.tar.gz -C /tmp/cifar10
 nvidia-smi -L; python3 -c "import torch, timm, nvidia.dali as d; print('torch', torch.__version__, 'timm', timm.__version__, 'dali', d.__version__)"
 echo "setup done after $(( $(date +%s) - T0 )) s"
 
+# the GPU data tests first: the reproduction uses DALI's zero-copy outputs only if they pass
+ZC=true
+CUDA_VISIBLE_DEVICES=3 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/data/test_data_gpu.py > $OUT/gpu_data_tests.log 2>&1
+tail -4 $OUT/gpu_data_tests.log
+grep -qE "[0-9]+ passed" $OUT/gpu_data_tests.log && ! grep -qE "[0-9]+ (failed|error)" $OUT/gpu_data_tests.log || ZC=false
+echo $ZC > /tmp/zc
+echo "GPU data tests done after $(( $(date +%s) - T0 )) s; dali_zero_copy=$ZC"
+
 export REPRO_ENV="CIFAR10_ROOT=/tmp/cifar10 WORK=/tmp/repro EPOCH_SCALE=${EPOCH_SCALE:-0.667} KD_GPUS=0,1 EVAL_SPECS=eval_fused_bf16"
-env $REPRO_ENV GPUS=3 BUDGET_S=$(( 540 - ($(date +%s) - T0) )) EXTRA="trainer.channels_last=true data.dali_threads=12" \
+env $REPRO_ENV GPUS=3 BUDGET_S=$(( 540 - ($(date +%s) - T0) )) EXTRA="trainer.channels_last=true data.dali_threads=12 data.dali_zero_copy=$ZC" \
   taskset -c 16-63 bash benchmarks/cifar10_repro.sh train > $OUT/repro_d.log 2>&1 &
 REPRO=$!
 

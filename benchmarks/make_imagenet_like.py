@@ -40,7 +40,8 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             offset = 0 if split == "train" else 10**8
             jobs += [(folder / f"img_{i:05d}.JPEG", offset + c * 10**5 + i) for i in range(n)]
-    with ProcessPoolExecutor(max(1, (os.cpu_count() or 2))) as pool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    with ProcessPoolExecutor(max(1, cores)) as pool:
         list(pool.map(_write, jobs, chunksize=64))
     print(f"wrote {len(jobs)} JPEGs under {args.root}")
 

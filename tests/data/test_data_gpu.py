@@ -32,3 +32,20 @@ def test_torch_loader_moves_pinned_batches_to_the_gpu(jpeg_folder):
     train, _ = build_loaders(cfg, {}, **loader_kwargs(device="cuda"))
     x, y = next(iter(train))
     assert x.is_cuda and y.is_cuda and y.dtype == torch.int64
+
+
+@pytest.mark.slow
+def test_dali_zero_copy_batches_equal_copied_ones_while_all_are_held(jpeg_folder):
+    """Zero-copy outputs are views of DALI's buffers: holding every batch of an epoch must not let DALI reuse
+    (overwrite) one of them; the val pipeline is deterministic, so both paths give the same pixels."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    epochs = {}
+    for zero_copy in (True, False):
+        cfg = dict(loader="dali", root=str(jpeg_folder), num_classes=NUM_CLASSES, dali_device="gpu", dali_threads=4,
+                   dali_zero_copy=zero_copy)
+        _, val = build_loaders(cfg, NO_AUG, **loader_kwargs(device="cuda"))
+        epochs[zero_copy] = [(x, y) for x, y in val] + [(x, y) for x, y in val]  # two passes, all held
+    torch.cuda.synchronize()
+    assert len(epochs[True]) == len(epochs[False])
+    for (xa, ya), (xb, yb) in zip(epochs[True], epochs[False]):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)

@@ -38,7 +38,9 @@ def build_loaders(
     ``data_cfg`` keys: loader, root, train_split, val_split (``test`` is used when ``val`` is absent),
     num_classes (checked against the folder), workers, pin_memory, exclude_file (default
     ``ROOT/.mobilemamba_exclude.txt`` if present), max_per_class, synthetic_size / train_size,
-    synthetic_val_size / val_size, dali_device (auto|gpu|cpu), dali_threads, prefetch.
+    synthetic_val_size / val_size, dali_device (auto|gpu|cpu), dali_threads, dali_prefetch (alias prefetch),
+    dali_hw_decoder_load, dali_preallocate_width_hint, dali_preallocate_height_hint, dali_roi_decode,
+    dali_zero_copy (see ``conf/data/imagenet.yaml``).
     ``aug_cfg`` keys: auto_augment, reprob, remode, recount, train_interpolation, hflip, scale, ratio
     (missing keys take the published recipe's values).
     """
@@ -72,10 +74,7 @@ def build_loaders(
     if data.loader == "dali" or (data.loader == "auto" and device.type == "cuda" and _dali_installed()):
         from .dali_loader import build_dali_loaders
 
-        return build_dali_loaders(
-            train, val, aug, dali_device=data.dali_device, num_threads=data.dali_threads, prefetch=data.prefetch,
-            **common,
-        )
+        return build_dali_loaders(train, val, aug, **data.dali_options(), **common)
     from .torch_loader import build_torch_loaders
 
     return build_torch_loaders(train, val, aug, workers=data.workers, pin_memory=data.pin_memory, **common)

@@ -6,6 +6,11 @@ from typing import Any, Mapping, Optional
 
 from .folder import DatasetError
 
+# nvJPEG's share of JPEGs for the GPU's hardware decoder (A100/H100/H200); DALI 2.x defaults to 0.65 (0.9 in
+# some 2.x releases); 0.9 leaves the CPU threads, the scarce resource at 16 cores per GPU, only ~10% of the Huffman
+# decoding. benchmarks/gpu_dali_bench.sh sweeps it.
+DALI_HW_DECODER_LOAD = 0.9
+
 # "folder" is an alias of "torch"; "auto" is "dali" on a CUDA device when DALI is installed, else "torch"
 LOADERS = ("auto", "torch", "folder", "dali", "synthetic")
 
@@ -78,8 +83,15 @@ class DataParams:
     synthetic_size: int = 1280
     synthetic_val_size: Optional[int] = None
     dali_device: str = "auto"  # auto: gpu when the target device is CUDA, else cpu
-    dali_threads: Optional[int] = None
-    prefetch: int = 2
+    dali_threads: Optional[int] = None  # None or 0: the cores of this process / local ranks
+    # DALI pipeline / nvJPEG knobs (documented in conf/data/imagenet.yaml); only dali_prefetch and
+    # dali_roi_decode also apply to CPU decoding, the others go to the ``mixed`` (GPU) decoders alone
+    dali_prefetch: int = 2  # prefetch_queue_depth; the older key ``prefetch`` is read when this one is absent
+    dali_hw_decoder_load: float = DALI_HW_DECODER_LOAD
+    dali_preallocate_width_hint: int = 5980  # NVIDIA's ImageNet example (largest ImageNet image); 0 = none
+    dali_preallocate_height_hint: int = 6430
+    dali_roi_decode: bool = True  # decode only the random crop (False: decode whole, then crop + resize)
+    dali_zero_copy: bool = True  # GPU outputs handed to torch on its stream via DLPack (False: host-synced copy)
 
     @classmethod
     def from_cfg(cls, data_cfg: Any) -> "DataParams":
@@ -89,7 +101,9 @@ class DataParams:
             d["synthetic_size"] = d["train_size"]
         if "synthetic_val_size" not in d and d.get("val_size") is not None:
             d["synthetic_val_size"] = d["val_size"]
-        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d and d[k] is not None}
+        if d.get("dali_prefetch") is None and d.get("prefetch") is not None:
+            d["dali_prefetch"] = d["prefetch"]
+        kw = {k: _typed(k, d[k]) for k in cls.__dataclass_fields__ if k in d and d[k] is not None}
         p = cls(**kw)
         if p.loader not in LOADERS:
             raise DatasetError(f"data.loader must be one of {', '.join(LOADERS)}, got {p.loader!r}")
@@ -99,4 +113,56 @@ class DataParams:
             raise DatasetError(f"data.dali_device must be auto, gpu or cpu, got {p.dali_device!r}")
         if p.num_classes is not None and int(p.num_classes) < 1:
             raise DatasetError(f"data.num_classes must be >= 1, got {p.num_classes}")
+        if not 0.0 <= p.dali_hw_decoder_load <= 1.0:
+            raise DatasetError(f"data.dali_hw_decoder_load must be in [0, 1], got {p.dali_hw_decoder_load}")
+        for key, low in (("dali_prefetch", 1), ("dali_threads", 0), ("dali_preallocate_width_hint", 0),
+                         ("dali_preallocate_height_hint", 0)):  # fmt: skip
+            value = getattr(p, key)
+            if value is not None and value < low:
+                raise DatasetError(f"data.{key} must be >= {low}, got {value}")
         return p
+
+    @property
+    def prefetch(self) -> int:
+        """The older name of :attr:`dali_prefetch`."""
+        return self.dali_prefetch
+
+    def dali_options(self) -> dict:
+        """Keyword arguments of ``build_dali_loaders`` for the DALI knobs."""
+        return dict(
+            dali_device=self.dali_device,
+            num_threads=self.dali_threads,
+            prefetch=self.dali_prefetch,
+            hw_decoder_load=self.dali_hw_decoder_load,
+            preallocate_hint=(self.dali_preallocate_width_hint, self.dali_preallocate_height_hint),
+            roi_decode=self.dali_roi_decode,
+            zero_copy=self.dali_zero_copy,
+        )
+
+
+# the DALI knobs are checked and converted here (the other keys keep their values as given)
+_INT_KEYS = ("dali_threads", "dali_prefetch", "dali_preallocate_width_hint", "dali_preallocate_height_hint")
+_BOOL_KEYS = ("dali_roi_decode", "dali_zero_copy")
+
+
+def _typed(key: str, value: Any) -> Any:
+    """``value`` as the type of ``data.<key>`` (one-line :class:`DatasetError` when it is not one)."""
+    try:
+        if key in _INT_KEYS:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if key == "dali_hw_decoder_load":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if key in _BOOL_KEYS:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise ValueError
+            return bool(value)
+    except (TypeError, ValueError, OverflowError):
+        kind = "an integer" if key in _INT_KEYS else "true or false" if key in _BOOL_KEYS else "a number"
+        raise DatasetError(f"data.{key} must be {kind}, got {value!r}") from None
+    return value

@@ -12,6 +12,13 @@ Train: decode with random-area crop (``aug.scale``, ``aug.ratio``) → resize (b
 CHW → random erasing on the device batch (``erasing.py``, timm's distribution). Val: resize the shorter side to
 ``int(size / crop_pct)`` (bicubic), centre crop, normalize.
 
+GPU decoding (``mixed``) splits the JPEGs between the GPU's hardware decoder (A100/H100/H200:
+``hw_decoder_load``, the share it gets) and nvJPEG's CUDA path, whose Huffman stage runs in the pipeline's CPU
+threads. ``roi_decode`` decodes only the random crop (``decoders.image_random_crop``); without it the whole image
+is decoded and ``random_resized_crop`` crops and resizes on the GPU. With ``zero_copy`` (and DALI's default
+dynamic executor) the GPU outputs are bound to torch's current stream and wrapped by DLPack: no host wait per
+batch and no device copy.
+
 An undecodable file ends the iteration with a :class:`DatasetError` naming it (never a hang): run
 ``python -m mobilemamba.data.check ROOT --write-exclude`` first to exclude such files.
 """
@@ -27,7 +34,7 @@ import numpy as np
 import torch
 
 from .base import BatchLoader
-from .config import AugParams
+from .config import DALI_HW_DECODER_LOAD, AugParams
 from .erasing import BatchRandomErasing
 from .folder import DatasetError, FolderSplit
 from .sampling import too_small_message, train_batches, train_batches_per_epoch, val_batches
@@ -68,7 +75,7 @@ def _pipeline_seed(*parts: int) -> int:
 
 
 def _read_files(source: Callable):
-    """Encoded images and labels from ``source()`` = (paths as uint8 arrays, int32 labels) per batch."""
+    """Encoded images and labels from ``source()`` = (paths as uint8 arrays, int32 labels (B,)) per batch."""
     from nvidia.dali import fn, types
 
     paths, target = fn.external_source(
@@ -77,11 +84,29 @@ def _read_files(source: Callable):
     return fn.io.file.read(paths), target
 
 
-def _decoder_kwargs(device_id: Optional[int]) -> dict:
+# NVIDIA's ImageNet example: nvJPEG buffers for the largest ImageNet JPEG, preallocated, avoid reallocations
+DEVICE_MEMORY_PADDING, HOST_MEMORY_PADDING = 211025920, 140544512
+PREALLOCATE_HINT = (5980, 6430)  # (width, height) for the hardware decoder
+
+
+def _decoder_kwargs(
+    device_id: Optional[int],
+    *,
+    hw_decoder_load: float = DALI_HW_DECODER_LOAD,
+    preallocate_hint: tuple[int, int] = PREALLOCATE_HINT,
+) -> dict:
+    """Decoder arguments: ``device="cpu"`` alone for CPU decoding; the nvJPEG (``mixed``) knobs for GPU decoding."""
     if device_id is None:
         return dict(device="cpu")
-    # preallocated nvJPEG buffers (the sizes NVIDIA's ImageNet examples use) avoid reallocations
-    return dict(device="mixed", device_memory_padding=211025920, host_memory_padding=140544512)
+    width, height = preallocate_hint
+    return dict(
+        device="mixed",
+        device_memory_padding=DEVICE_MEMORY_PADDING,
+        host_memory_padding=HOST_MEMORY_PADDING,
+        hw_decoder_load=float(hw_decoder_load),
+        preallocate_width_hint=int(width),
+        preallocate_height_hint=int(height),
+    )
 
 
 def train_pipeline(
@@ -96,8 +121,13 @@ def train_pipeline(
     num_threads: int,
     seed: int,
     prefetch: int = 2,
+    hw_decoder_load: float = DALI_HW_DECODER_LOAD,
+    preallocate_hint: tuple[int, int] = PREALLOCATE_HINT,
+    roi_decode: bool = True,
+    build: bool = True,
 ):
-    """A built train pipeline reading the batches ``source`` gives (outputs: float CHW images, int32 labels)."""
+    """A train pipeline reading the batches ``source`` gives (outputs: float CHW images, int32 labels); built
+    unless ``build=False`` (the graph is defined either way)."""
     from nvidia.dali import fn, pipeline_def, types
 
     from .dali_randaug import parse_rand_augment, timm_rand_augment
@@ -114,19 +144,18 @@ def train_pipeline(
     )
     def pipe():
         jpegs, target = _read_files(source)
-        images = fn.decoders.image_random_crop(
-            jpegs,
-            output_type=types.RGB,
-            random_area=list(aug.scale),
-            random_aspect_ratio=list(aug.ratio),
-            num_attempts=10,
-            **_decoder_kwargs(device_id),
-        )
+        decoder = _decoder_kwargs(device_id, hw_decoder_load=hw_decoder_load, preallocate_hint=preallocate_hint)
+        crop = dict(random_area=list(aug.scale), random_aspect_ratio=list(aug.ratio), num_attempts=10)
         if aug.train_interpolation == "random":
             interp = fn.random.choice([types.INTERP_LINEAR, types.INTERP_CUBIC])
         else:
             interp = _interp(aug.train_interpolation)
-        images = fn.resize(images, resize_x=img_size, resize_y=img_size, interp_type=interp)
+        if roi_decode:
+            images = fn.decoders.image_random_crop(jpegs, output_type=types.RGB, **crop, **decoder)
+            images = fn.resize(images, resize_x=img_size, resize_y=img_size, interp_type=interp)
+        else:
+            images = fn.decoders.image(jpegs, output_type=types.RGB, **decoder)
+            images = fn.random_resized_crop(images, size=[img_size, img_size], interp_type=interp, **crop)
         if ra is not None:
             images = timm_rand_augment(images, ra, shape=[img_size, img_size])
         images = fn.crop_mirror_normalize(
@@ -142,7 +171,8 @@ def train_pipeline(
     with warnings.catch_warnings():  # DALI's own auto_aug still calls its deprecated fn.experimental aliases
         warnings.filterwarnings("ignore", message=".*fn.experimental.*", category=DeprecationWarning)
         p = pipe()
-        p.build()
+        if build:
+            p.build()
     return p
 
 
@@ -159,6 +189,10 @@ def val_pipeline(
     num_threads: int,
     seed: int,
     prefetch: int = 2,
+    hw_decoder_load: float = DALI_HW_DECODER_LOAD,
+    preallocate_hint: tuple[int, int] = PREALLOCATE_HINT,
+    roi_decode: bool = True,  # unused: val decodes whole images
+    build: bool = True,
 ):
     """Resize shorter side to ``int(size / crop_pct)``, centre crop ``size``, normalize."""
     from nvidia.dali import fn, pipeline_def, types
@@ -168,7 +202,8 @@ def val_pipeline(
     )
     def pipe():
         jpegs, target = _read_files(source)
-        images = fn.decoders.image(jpegs, output_type=types.RGB, **_decoder_kwargs(device_id))
+        decoder = _decoder_kwargs(device_id, hw_decoder_load=hw_decoder_load, preallocate_hint=preallocate_hint)
+        images = fn.decoders.image(jpegs, output_type=types.RGB, **decoder)
         images = fn.resize(
             images, resize_shorter=eval_resize_size(img_size, crop_pct), interp_type=_interp(interpolation)
         )
@@ -185,21 +220,33 @@ def val_pipeline(
         return images, target
 
     p = pipe()
-    p.build()
+    if build:
+        p.build()
     return p
 
 
-def _to_torch(dali_out, device: torch.device) -> torch.Tensor:
-    """Copy one DALI output batch (CPU or GPU TensorList) into a torch tensor on ``device``."""
+def _to_torch(dali_out, device: torch.device, zero_copy: bool = False) -> torch.Tensor:
+    """One DALI output batch (CPU or GPU TensorList) as a torch tensor on ``device``.
+
+    GPU: with ``zero_copy`` a DLPack view of DALI's buffer (valid for outputs of a dynamic-executor pipeline
+    bound to torch's current stream, see :meth:`DaliLoader._stream`), else a copy on torch's current stream.
+    CPU: copied into pinned memory, then sent without blocking, when ``device`` is CUDA.
+    """
     from nvidia.dali.backend import TensorListGPU
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
     t = dali_out.as_tensor()
+    dtype = to_torch_type[dali_out.dtype]
     if isinstance(dali_out, TensorListGPU):
-        arr = torch.empty(t.shape(), dtype=to_torch_type[dali_out.dtype], device=device)
+        if zero_copy:
+            with torch.cuda.device(device):
+                return torch.from_dlpack(t)
+        arr = torch.empty(t.shape(), dtype=dtype, device=device)
         feed_ndarray(t, arr, cuda_stream=torch.cuda.current_stream(device))
         return arr
-    return torch.from_numpy(np.array(t)).to(device, non_blocking=True)
+    host = torch.empty(t.shape(), dtype=dtype, pin_memory=device.type == "cuda")
+    feed_ndarray(t, host)
+    return host.to(device, non_blocking=True)
 
 
 class DaliLoader(BatchLoader):
@@ -223,8 +270,10 @@ class DaliLoader(BatchLoader):
         rank: int,
         world_size: int = 1,
         erasing: Optional[BatchRandomErasing] = None,
+        zero_copy: bool = True,
     ):
         self.split, self._plan, self._build = split, plan, build
+        self.zero_copy = zero_copy
         self.num_classes, self.batch_size, self.skipped = split.num_classes, batch_size, 0
         self.device, self.channels_last, self.erasing = device, channels_last, erasing
         self.seed, self.rank, self._world_size = seed, rank, world_size
@@ -234,6 +283,7 @@ class DaliLoader(BatchLoader):
         self._pending: deque[list[int]] = deque()  # batches not yet handed to DALI
         self._inflight: deque[list[int]] = deque()  # handed to DALI, output not yet returned
         self._gen: Optional[Iterator] = None
+        self._labels: Optional[np.ndarray] = None  # all labels as int32, built on first use
 
     def __len__(self) -> int:
         return self._num_batches
@@ -253,9 +303,17 @@ class DaliLoader(BatchLoader):
             raise StopIteration
         batch = self._pending.popleft()
         self._inflight.append(batch)
-        samples = [self.split.samples[i] for i in batch]
-        paths = [np.frombuffer(p.encode("utf-8"), dtype=np.uint8) for p, _ in samples]
-        return paths, [np.array(label, dtype=np.int32) for _, label in samples]
+        if self._labels is None:
+            self._labels = np.fromiter((label for _, label in self.split.samples), np.int32, len(self.split))
+        samples = self.split.samples
+        paths = [np.frombuffer(samples[i][0].encode("utf-8"), dtype=np.uint8) for i in batch]
+        return paths, self._labels[np.asarray(batch, dtype=np.int64)]
+
+    def _stream(self, pipe) -> Optional["torch.cuda.Stream"]:
+        """The stream DALI binds its outputs to (zero-copy GPU outputs), or None for host-synchronous outputs."""
+        if self.zero_copy and self.device.type == "cuda" and getattr(pipe, "exec_dynamic", False):
+            return torch.cuda.current_stream(self.device)
+        return None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._gen is not None:  # an abandoned iteration: finish it (drain + reset) before starting anew
@@ -273,10 +331,12 @@ class DaliLoader(BatchLoader):
             self._pipe = self._build(self._source, _pipeline_seed(self.seed, self.rank))
         pipe, finished = self._pipe, False
         self._pending, self._inflight = deque(batches), deque()
+        stream = self._stream(pipe)
+        zero_copy = stream is not None
         try:
             while True:
                 try:
-                    images, target = pipe.run()
+                    images, target = pipe.run(stream) if zero_copy else pipe.run()
                 except StopIteration:
                     finished = True
                     return
@@ -284,8 +344,8 @@ class DaliLoader(BatchLoader):
                     self._pipe = None
                     raise self._decode_error(e) from None
                 n = len(self._inflight.popleft())
-                x = _to_torch(images, self.device)[:n]
-                y = _to_torch(target, self.device).view(-1)[:n].long()
+                x = _to_torch(images, self.device, zero_copy)[:n]
+                y = _to_torch(target, self.device, zero_copy).view(-1)[:n].long()
                 if self.erasing is not None:
                     x = self.erasing(x)
                 if self.channels_last:
@@ -362,7 +422,13 @@ def build_dali_loaders(
     dali_device: str = "auto",
     num_threads: Optional[int] = None,
     prefetch: int = 2,
+    hw_decoder_load: float = DALI_HW_DECODER_LOAD,
+    preallocate_hint: tuple[int, int] = PREALLOCATE_HINT,
+    roi_decode: bool = True,
+    zero_copy: bool = True,
 ) -> tuple[DaliLoader, DaliLoader]:
+    """Train and val loaders; ``hw_decoder_load`` and ``preallocate_hint`` reach the GPU (``mixed``) decoders
+    only, ``roi_decode`` the train pipeline, ``zero_copy`` the GPU outputs (see the module docstring)."""
     require_dali()
     if not isinstance(img_size, int):
         raise DatasetError(f"the DALI loader needs a square img_size (int), got {img_size!r}")
@@ -371,7 +437,10 @@ def build_dali_loaders(
     use_gpu = device.type == "cuda" and dali_device != "cpu"
     device_id = (device.index if device.index is not None else torch.cuda.current_device()) if use_gpu else None
     threads = num_threads or default_threads(world_size)
-    common = dict(img_size=img_size, mean=mean, std=std, device_id=device_id, num_threads=threads, prefetch=prefetch)
+    common = dict(
+        img_size=img_size, mean=mean, std=std, device_id=device_id, num_threads=threads, prefetch=prefetch,
+        hw_decoder_load=hw_decoder_load, preallocate_hint=tuple(preallocate_hint), roi_decode=roi_decode,
+    )  # fmt: skip
     n_train = len(train)
     n_batches = train_batches_per_epoch(n_train, batch_size, world_size)
     train_loader = DaliLoader(
@@ -388,6 +457,7 @@ def build_dali_loaders(
         erasing=BatchRandomErasing(aug.reprob, aug.remode, aug.recount, seed=_pipeline_seed(seed, rank))
         if aug.reprob > 0
         else None,
+        zero_copy=zero_copy,
     )
     val_plan = val_batches(len(val), eval_batch_size, rank, world_size)
     val_loader = DaliLoader(
@@ -403,5 +473,6 @@ def build_dali_loaders(
         seed=seed,
         rank=rank,
         world_size=world_size,
+        zero_copy=zero_copy,
     )
     return train_loader, val_loader

@@ -60,7 +60,10 @@ class BatchRandomErasing:
         if self.probability <= 0:
             return images
         b, c, h, w = images.shape
-        boxes = torch.from_numpy(self.sample_boxes(b, h, w)).to(images.device, non_blocking=True)
+        boxes = torch.from_numpy(self.sample_boxes(b, h, w))
+        if images.is_cuda:  # from pinned memory (PyTorch's caching host allocator) the copy never waits
+            boxes = boxes.pin_memory()
+        boxes = boxes.to(images.device, non_blocking=True)
         ys = torch.arange(h, device=images.device).view(1, 1, h, 1)
         xs = torch.arange(w, device=images.device).view(1, 1, 1, w)
         mask = torch.zeros(b, 1, h, w, dtype=torch.bool, device=images.device)
