@@ -1,5 +1,8 @@
 """Throughput benchmark: `python bench.py model=s6 mode=infer,train [batch=256] [amp=bf16|fp16|none] [fused=true]
-[compile=true] [channels_last=true] [kd=true] [out=DIR]`. Comma-separated values give one row per combination.
+[compile=false|true|regional] [compile_mode=default|reduce-overhead|max-autotune-no-cudagraphs] [cuda_graph=true]
+[scan_backend=auto|triton|torch|...] [channels_last=true] [kd=true] [out=DIR]`. Comma-separated values give one row
+per combination (every option: `mobilemamba.benchmark.BenchConfig`). compile=true compiles the whole model,
+compile=regional each block; cuda_graph=true (mode=infer, CUDA) replays the captured forward.
 Multi-GPU training throughput: `torchrun --nproc_per_node=N bench.py mode=train ...` (DDP, img/s over all GPUs).
 """
 from __future__ import annotations
@@ -11,10 +14,13 @@ from pathlib import Path
 
 import torch
 
-from mobilemamba.benchmark import expand, format_table, run_one, write_csv
+from mobilemamba.benchmark import BenchError, expand, format_table, resolve_device, resolve_name, run_one, write_csv
 
 
 def main(argv: list[str]) -> None:
+    bad = [arg for arg in argv if "=" not in arg]
+    if bad:
+        sys.exit(f"bench.py: arguments are key=value, got {' '.join(bad)}")
     overrides = dict(arg.split("=", 1) for arg in argv)
     out = Path(overrides.pop("out", f"outputs/bench/{time.strftime('%Y-%m-%d_%H-%M-%S')}"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -24,14 +30,22 @@ def main(argv: list[str]) -> None:
         torch.cuda.set_device(local)
         torch.distributed.init_process_group("nccl")
         overrides.setdefault("device", f"cuda:{local}")
+    try:  # every configuration is checked before the first one runs
+        cfgs = list(expand(overrides))
+        for cfg in cfgs:
+            resolve_name(cfg.model)
+            resolve_device(cfg)
+    except BenchError as err:
+        sys.exit(f"bench.py: {err}")
     rows = []
-    for cfg in expand(overrides):
+    for cfg in cfgs:
         rows.append(run_one(cfg))
         if rank == 0:
-            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+            lines = format_table(rows[-1:]).splitlines()
+            print("\n".join(lines if len(rows) == 1 else lines[-1:]), flush=True)
+            write_csv(rows, out / "bench.csv")  # after every row: a run cut short keeps the rows it finished
     if rank == 0:
         print(format_table(rows))
-        write_csv(rows, out / "bench.csv")
         print(f"wrote {out / 'bench.csv'}")
     if world > 1:
         torch.distributed.destroy_process_group()

@@ -226,6 +226,12 @@ class MobileMamba(nn.Module):
                 m.scan_backend = backend
         return self
 
+    def regions(self) -> list[nn.Module]:
+        """The model's blocks, for regional compilation (`for m in model.regions(): m.compile()`): the stem and
+        every module of every stage (transition modules and MobileMambaBlocks). Compiled one by one, modules of one
+        structure and shape (the blocks of a stage) share compiled code; only the head (pool + linear) is left out."""
+        return [self.patch_embed, *(m for stage in self.stages for m in stage)]
+
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head

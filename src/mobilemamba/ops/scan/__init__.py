@@ -5,7 +5,8 @@ Backends:
 - ``chunked``: chunked closed form in cumsum/exp/matmul, in the input dtype (any device, differentiable); exports
   to ONNX with standard operators only, and is the export backend.
 - ``sequential``: the textbook loop over the sequence (`selective_scan_ref`); slow, the CPU benchmark's baseline.
-- ``triton``: Triton kernels, forward and backward (CUDA).
+- ``triton``: Triton kernels, forward and backward (CUDA; CPU tensors too under ``TRITON_INTERPRET=1``), registered
+  as the torch.library ops ``mobilemamba::selective_scan_fwd`` / ``_bwd`` so torch.compile traces through them.
 - ``mamba_ssm``: ``selective_scan_fn`` from mamba-ssm, when installed with its CUDA kernels.
 - ``auto``: triton on CUDA tensors (when triton imports), torch elsewhere; says once which it chose.
 Asking for a backend that cannot run raises `ScanBackendError`: there is no silent fallback.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 from typing import Callable
 
 import torch
@@ -25,18 +27,25 @@ from .torch_scan import selective_scan_torch
 
 BACKENDS = ("auto", "torch", "triton", "mamba_ssm", "chunked", "sequential")
 _log = logging.getLogger(__name__)
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # Triton's CPU interpreter (tests)
 
 
 class ScanBackendError(RuntimeError):
     """The requested selective-scan backend cannot run here."""
 
 
-@functools.cache
+_loaded: dict[str, Callable] = {}  # a plain dict, not functools.cache: Dynamo warns on lru_cache wrappers
+
+
 def _triton_fn() -> Callable:
-    if importlib.util.find_spec("triton") is None:
-        raise ScanBackendError("scan backend 'triton' needs the triton package (pip install triton)")
-    from .triton_scan import selective_scan_triton
-    return selective_scan_triton
+    fn = _loaded.get("triton")
+    if fn is None:
+        if not _HAS_TRITON:
+            raise ScanBackendError("scan backend 'triton' needs the triton package (pip install triton)")
+        from .triton_scan import selective_scan_triton  # registers the torch.library ops
+        fn = _loaded["triton"] = selective_scan_triton
+    return fn
 
 
 @functools.cache
@@ -62,9 +71,12 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ScanBackendError(f"unknown scan backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        choice = "triton" if device.type == "cuda" and importlib.util.find_spec("triton") is not None else "torch"
-        _announce(device.type, choice)
+        choice = "triton" if device.type == "cuda" and _HAS_TRITON else "torch"
+        if not torch.compiler.is_compiling():  # logging is a graph break for Dynamo
+            _announce(device.type, choice)
         return choice
+    if backend == "triton" and _TRITON_INTERPRET and device.type == "cpu":
+        return backend
     if backend in ("triton", "mamba_ssm") and device.type != "cuda":
         raise ScanBackendError(f"scan backend {backend!r} needs CUDA tensors, got device '{device}'")
     return backend

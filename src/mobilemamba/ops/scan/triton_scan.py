@@ -9,9 +9,12 @@ Compiled by Triton at first use: users need no build step. Under TRITON_INTERPRE
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 
 @triton.jit
@@ -144,47 +147,91 @@ def _grid(batch: int, channels: int) -> tuple[int, int]:
     return (batch, triton.cdiv(channels, BLOCK_D))
 
 
-class _TritonScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
-        u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
-        A = A.contiguous()
-        batch, channels, length = u.shape
-        groups = B.shape[1]
-        has_d, has_bias = D is not None, delta_bias is not None
-        D_arg = D.contiguous() if has_d else A
-        bias_arg = delta_bias.contiguous() if has_bias else A
-        y = torch.empty_like(u)
-        need_h = any(ctx.needs_input_grad)
-        h = torch.empty(u.shape, device=u.device, dtype=torch.float32) if need_h else y
-        _scan_fwd_kernel[_grid(batch, channels)](
-            u, delta, A, B, C, D_arg, bias_arg, y, h, channels, length, channels // groups,
-            HAS_D=has_d, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), STORE_H=need_h,
-            BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L)
-        if need_h:
-            ctx.save_for_backward(u, delta, A, B, C, D_arg, bias_arg, h)
-            ctx.flags = (has_d, has_bias, bool(delta_softplus), groups)
-        return y
+# The kernels as two PyTorch operators (torch.library custom ops): torch.compile treats each as one opaque node
+# (shapes from the fake implementations), so a model using this backend compiles as one graph, and AOTAutograd
+# puts the backward op into the compiled backward. Eager calls run exactly the kernels of the autograd formula.
 
-    @staticmethod
-    def backward(ctx, dy):
-        u, delta, A, B, C, D_arg, bias_arg, h = ctx.saved_tensors
-        has_d, has_bias, softplus, groups = ctx.flags
-        batch, channels, length = u.shape
-        dy = dy.contiguous()
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dBc = torch.empty(u.shape, device=u.device, dtype=torch.float32)
-        dCc = torch.empty_like(dBc)
-        per_channel = [torch.empty(batch, channels, device=u.device, dtype=torch.float32) for _ in range(3)]
-        _scan_bwd_kernel[_grid(batch, channels)](
-            u, delta, A, B, C, D_arg, bias_arg, h, dy, du, ddelta, dBc, dCc, *per_channel,
-            channels, length, channels // groups,
-            HAS_D=has_d, HAS_BIAS=has_bias, SOFTPLUS=softplus, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L)
-        dA, dD, dbias = (p.sum(0) for p in per_channel)
-        group_sum = lambda g: g.view(batch, groups, channels // groups, length).sum(2, keepdim=True)  # noqa: E731
-        dB, dC = group_sum(dBc).to(B.dtype), group_sum(dCc).to(C.dtype)
-        return (du, ddelta, dA.view_as(A).to(A.dtype), dB, dC,
-                dD.to(D_arg.dtype) if has_d else None, dbias.to(bias_arg.dtype) if has_bias else None, None)
+
+@torch.library.custom_op("mobilemamba::selective_scan_fwd", mutates_args=())
+def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       delta_bias: Optional[Tensor], delta_softplus: bool, store_h: bool) -> tuple[Tensor, Tensor]:
+    """(y, h): the scan's output and, when `store_h`, its float32 states for the backward (else an empty tensor)."""
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    has_d, has_bias = D is not None, delta_bias is not None
+    D_arg = D.contiguous() if has_d else A
+    bias_arg = delta_bias.contiguous() if has_bias else A
+    y = torch.empty(u.shape, device=u.device, dtype=u.dtype)
+    h = torch.empty(u.shape if store_h else (0,), device=u.device, dtype=torch.float32)
+    _scan_fwd_kernel[_grid(batch, channels)](
+        u, delta, A, B, C, D_arg, bias_arg, y, h if store_h else y, channels, length, channels // groups,
+        HAS_D=has_d, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), STORE_H=store_h,
+        BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L)
+    return y, h
+
+
+@selective_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, delta_bias, delta_softplus, store_h):
+    return u.new_empty(u.shape), u.new_empty(u.shape if store_h else (0,), dtype=torch.float32)
+
+
+@torch.library.custom_op("mobilemamba::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       delta_bias: Optional[Tensor], h: Tensor, dy: Tensor, delta_softplus: bool
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(du, dΔ, dB and dC per channel, dA, dD and dΔ-bias per sample): the kernel's outputs, before the
+    reductions over channel groups and samples (left to the autograd formula, where the compiler can fuse them)."""
+    u, delta, A, B, C, h, dy = (t.contiguous() for t in (u, delta, A, B, C, h, dy))
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    has_d, has_bias = D is not None, delta_bias is not None
+    D_arg = D.contiguous() if has_d else A
+    bias_arg = delta_bias.contiguous() if has_bias else A
+    du = torch.empty(u.shape, device=u.device, dtype=u.dtype)
+    ddelta = torch.empty(delta.shape, device=u.device, dtype=delta.dtype)
+    dBc = torch.empty(u.shape, device=u.device, dtype=torch.float32)
+    dCc = torch.empty_like(dBc)
+    per_channel = [torch.empty(batch, channels, device=u.device, dtype=torch.float32) for _ in range(3)]
+    _scan_bwd_kernel[_grid(batch, channels)](
+        u, delta, A, B, C, D_arg, bias_arg, h, dy, du, ddelta, dBc, dCc, *per_channel,
+        channels, length, channels // groups,
+        HAS_D=has_d, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L)
+    return (du, ddelta, dBc, dCc, *per_channel)
+
+
+@selective_scan_bwd.register_fake
+def _(u, delta, A, B, C, D, delta_bias, h, dy, delta_softplus):
+    per_channel = [u.new_empty((u.shape[0], u.shape[1]), dtype=torch.float32) for _ in range(3)]
+    return (u.new_empty(u.shape), delta.new_empty(delta.shape), u.new_empty(u.shape, dtype=torch.float32),
+            u.new_empty(u.shape, dtype=torch.float32), *per_channel)
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, delta_bias, delta_softplus, store_h = inputs
+    _, h = output
+    ctx.mark_non_differentiable(h)
+    ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, h)
+    ctx.delta_softplus = delta_softplus
+
+
+def _backward(ctx, dy, _dh):
+    u, delta, A, B, C, D, delta_bias, h = ctx.saved_tensors
+    if h.numel() != u.numel():
+        raise RuntimeError("selective_scan_fwd ran with store_h=False: it has no states for a backward pass")
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    du, ddelta, dBc, dCc, *per_channel = torch.ops.mobilemamba.selective_scan_bwd(
+        u, delta, A, B, C, D, delta_bias, h, dy, ctx.delta_softplus)
+    dA, dD, dbias = (p.sum(0) for p in per_channel)
+    group_sum = lambda g: g.view(batch, groups, channels // groups, length).sum(2, keepdim=True)  # noqa: E731
+    dB, dC = group_sum(dBc).to(B.dtype), group_sum(dCc).to(C.dtype)
+    return (du, ddelta, dA.view(A.shape).to(A.dtype), dB, dC,
+            dD.to(D.dtype) if D is not None else None, dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+            None, None)
+
+
+selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -193,4 +240,10 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
     """Shapes as `selective_scan_ref`, with N = 1 (B, C: (b, G, 1, L))."""
     if A.shape[-1] != 1 or B.shape[2] != 1:
         raise ValueError(f"the triton scan backend supports d_state=1 only, got A {tuple(A.shape)}")
-    return _TritonScan.apply(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    D = D.contiguous() if D is not None else None
+    delta_bias = delta_bias.contiguous() if delta_bias is not None else None
+    store_h = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
+    y, _ = torch.ops.mobilemamba.selective_scan_fwd(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), store_h)
+    return y
