@@ -19,12 +19,13 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
 
 from .models import VARIANTS, create_model
+from .models.compiling import compile_model
 
 SHORT_NAMES = {name.split("_")[-1]: name for name in VARIANTS}
 COMPILE_CHOICES = ("false", "true", "regional")  # none | the whole model | each block
@@ -232,19 +233,10 @@ def _time_runs(step: Callable[[], None], cfg: BenchConfig, device: torch.device)
     return times
 
 
-def _compile(module: nn.Module, cfg: BenchConfig) -> nn.Module:
-    """`module` compiled as cfg says: a torch.compile wrapper (whole), or the module itself with each of its
-    blocks compiled in place (regional; `MobileMamba.regions()`, state-dict keys unchanged)."""
-    # dynamic=False: regions of one code (blocks of different widths) get one static graph per shape, not one
-    # graph with symbolic shapes after the second shape (Dynamo's automatic dynamic shapes)
-    kwargs: dict[str, Any] = dict(backend=cfg.compile_backend, dynamic=False)
-    if cfg.compile_mode != "default":
-        kwargs["mode"] = cfg.compile_mode
-    if cfg.compile == "true":
-        return torch.compile(module, **kwargs)
-    for region in module.regions():
-        region.compile(**kwargs)
-    return module
+def _compile(module: nn.Module, cfg: BenchConfig, model: Optional[nn.Module] = None) -> nn.Module:
+    """`module` compiled as cfg says (see mobilemamba.models.compiling); `model` is the MobileMamba inside it."""
+    how = "whole" if cfg.compile == "true" else "regional"
+    return compile_model(module, model or module, how, cfg.compile_mode, cfg.compile_backend)
 
 
 def _forward_fn(model: nn.Module, cfg: BenchConfig, device: torch.device) -> Callable[[torch.Tensor], Any]:
@@ -355,9 +347,10 @@ def run_one(cfg: BenchConfig) -> BenchResult:
             num_classes = model.num_classes
             if cfg.compile == "regional":
                 model = _compile(model, cfg)
+            inner = model
             if world > 1:
                 model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
-            runner = _compile(model, cfg) if cfg.compile == "true" else model
+            runner = _compile(model, cfg, inner) if cfg.compile == "true" else model
             step = _train_step(runner, x, num_classes, cfg, device, teacher)
         step()
         _sync(device)

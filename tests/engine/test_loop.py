@@ -126,3 +126,27 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(cache_dir, tmp_path):
     recs = [r for r in _records(tmp_path) if r["kind"] == "train"]
     assert recs and all(math.isfinite(r["loss"]) for r in recs)
     assert load(tmp_path / "last.ckpt")["scaler"] is None  # bf16 needs no GradScaler
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["true", "regional"])
+def test_a_compiled_train_model_computes_the_eager_losses(cache_dir, tmp_path, how):
+    """trainer.compile (the whole model, or each block) is the same function: the same losses update by update
+    (aot_eager: the traced graphs run by eager kernels, so no C++ toolchain is needed on the CPU)."""
+    losses = {}
+    for name, extra in (("eager", ()), ("compiled", (f"trainer.compile={how}", "trainer.compile_backend=aot_eager"))):
+        run_dir = tmp_path / name
+        assert run(cache_dir, run_dir, "trainer.epochs=1", *extra) == 0
+        losses[name] = [r["loss"] for r in _records(run_dir) if r["kind"] == "train"]
+    assert len(losses["compiled"]) == len(losses["eager"]) == 3
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+
+
+def test_an_unknown_compile_setting_is_a_config_error(cache_dir, tmp_path):
+    from mobilemamba.engine.config import ConfigError, validate_train_config
+
+    from .helpers import compose_cfg
+
+    for override, key in (("trainer.compile=fast", "trainer.compile"), ("trainer.compile_mode=turbo", "trainer.compile_mode")):
+        with pytest.raises(ConfigError, match=key):
+            validate_train_config(compose_cfg(cache_dir, override), check_paths=False)

@@ -8,6 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from ..models.compiling import COMPILE_MODES
+
 AMP_MODES = ("fp16", "bf16", "none")
 SCHEDULE_MODES = ("continue", "restart")
 PHASE_KEYS = {"name", "epochs", "distill", "overrides"}
@@ -199,6 +201,10 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     _positive(cfg, "sched.warmup_epochs", allow_zero=True)
     if str(cfg.trainer.amp) not in AMP_MODES:
         raise ConfigError(f"trainer.amp must be one of {'|'.join(AMP_MODES)}, got {cfg.trainer.amp!r}")
+    compile_how(cfg.trainer.get("compile"))
+    mode = str(cfg.trainer.get("compile_mode") or "default")
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile_mode must be one of {'|'.join(COMPILE_MODES)}, got {mode!r}")
     apply_global_batch(cfg, world_size)
     mixing = float(cfg.aug.get("mixup", 0) or 0) > 0 or float(cfg.aug.get("cutmix", 0) or 0) > 0
     if mixing and int(cfg.data.batch_size) % 2:
@@ -206,6 +212,17 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     resolve_phases(cfg)
     if check_paths:
         check_data_paths(cfg.data)
+
+
+def compile_how(value: Any) -> str | None:
+    """trainer.compile: false (None), true (the whole train model: 'whole') or 'regional' (each block)."""
+    if value is None or value is False or str(value).lower() in ("false", "none"):
+        return None
+    if value is True or str(value).lower() in ("true", "whole"):
+        return "whole"
+    if str(value).lower() == "regional":
+        return "regional"
+    raise ConfigError(f"trainer.compile must be false, true or regional, got {value!r}")
 
 
 def apply_global_batch(cfg: DictConfig, world_size: int) -> None:

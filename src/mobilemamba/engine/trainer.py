@@ -27,7 +27,8 @@ from torch import nn
 from . import distributed as D
 from . import faults
 from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, check_same_run, load_file, restore_rng
-from .config import ConfigError, Phase, lr_plan, plain, resolve_phases, should_evaluate
+from ..models.compiling import compile_model
+from .config import ConfigError, Phase, compile_how, lr_plan, plain, resolve_phases, should_evaluate
 from .evaluate import evaluate, fuse_tolerance, fused_copy, max_abs_diff, rng_neutral_iter
 from .optim import PhasedSchedule, build_optimizer
 from .preempt import Preempted, PreemptionHandler
@@ -210,10 +211,10 @@ class Trainer:
             # grads as views of the all-reduce buckets: no copy in or out of the buckets each step
             self.ddp = DDP(model, device_ids=ids, broadcast_buffers=True, gradient_as_bucket_view=True)
             model = self.ddp
-        if self.t.compile:
-            # the conv form of the Haar step is the same function and traces as one graph (pywt breaks Dynamo)
-            self.model.set_wavelet_impl("conv")
-            model = torch.compile(model)
+        how = compile_how(self.t.get("compile"))
+        if how is not None:  # whole: one graph around DDP; regional: each block in place (faster to compile)
+            model = compile_model(model, self.model, how, str(self.t.get("compile_mode") or "default"),
+                                  str(self.t.get("compile_backend") or "inductor"))
         return model
 
     # ================================================================================== phases / teacher
