@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .models import VARIANTS, create_model
-from .models.compiling import compile_model
+from .models.compiling import compile_model, cuda_graph_step
 
 SHORT_NAMES = {name.split("_")[-1]: name for name in VARIANTS}
 COMPILE_CHOICES = ("false", "true", "regional")  # none | the whole model | each block
@@ -252,27 +252,6 @@ def _inference_step(forward: Callable[[torch.Tensor], Any], x: torch.Tensor) -> 
     return step
 
 
-def _cuda_graph_step(forward: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device,
-                     warmup: int = 3) -> Callable[[], None]:
-    """Capture `forward` on a static copy of `x` (after `warmup` calls on a side stream: cuDNN's algorithm search,
-    Triton's and torch.compile's compilation); the step replays the graph."""
-    static_x = x.clone()
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            forward(static_x)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = forward(static_x)
-
-    def step() -> None:
-        graph.replay()
-    step.keep = (graph, static_x, static_out)  # type: ignore[attr-defined]
-    return step
-
-
 def _train_step(model: nn.Module, x: torch.Tensor, num_classes: int, cfg: BenchConfig, device: torch.device,
                 teacher: nn.Module | None) -> Callable[[], None]:
     """AdamW + AMP (GradScaler for fp16) + soft-target cross-entropy (+ the recipe's KD), on random data."""
@@ -340,7 +319,7 @@ def run_one(cfg: BenchConfig) -> BenchResult:
         if cfg.mode == "infer":
             model = model.fuse() if cfg.fused else model.eval()
             forward = _forward_fn(_compile(model, cfg) if cfg.compiling else model, cfg, device)
-            step = _cuda_graph_step(forward, x, device) if cfg.cuda_graph else _inference_step(forward, x)
+            step = cuda_graph_step(forward, x, device) if cfg.cuda_graph else _inference_step(forward, x)
         else:
             model.train()
             teacher = _build_teacher(cfg, model, img_size, device) if cfg.kd else None

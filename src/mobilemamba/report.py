@@ -300,7 +300,10 @@ def _fill_inference(run: Run, path: Path) -> None:
     if fused:
         best = max(fused, key=lambda r: r["throughput"])
         run.infer_img_s = float(best["throughput"])
-        run.infer_note = f"{best.get('amp', 'none')}, batch {best.get('throughput_batch', '?')}, {best.get('device', '?')}"
+        extras = [name for key, name in (("throughput_compiled", "compiled"), ("throughput_cuda_graph", "CUDA graph"))
+                  if best.get(key)]
+        run.infer_note = ", ".join([best.get("amp", "none"), f"batch {best.get('throughput_batch', '?')}",
+                                    str(best.get("device", "?")), *extras])
     for f in (r for r in results if r.get("fused")):
         for u in (r for r in results if not r.get("fused")):
             if (f.get("checkpoint"), f.get("ema"), f.get("amp")) == (u.get("checkpoint"), u.get("ema"), u.get("amp")):

@@ -177,3 +177,36 @@ def test_wandb_is_offline_by_default_and_honours_wandb_mode(tmp_path, monkeypatc
     assert fake.calls[0]["mode"] == expected and fake.calls[0]["id"] == "stored-id" and fake.calls[0]["resume"] == "allow"
     assert logger.wandb_id == "stored-id"
     assert logger.wandb_run.logged == [(3, {"train/iteration": 3, "train/loss": 1.5})]
+
+
+# ------------------------------------------------------------------------------------------ eval throughput
+class _GradProbe(nn.Module):
+    """Records whether autograd was on during its forwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.grad_seen: list[bool] = []
+
+    def forward(self, x):
+        self.grad_seen.append(torch.is_grad_enabled())
+        return self.conv(x)
+
+
+def test_throughput_times_forwards_without_autograd():
+    from mobilemamba.engine.evaluate import throughput
+
+    probe = _GradProbe()
+    ips = throughput(probe, batch_size=2, img_size=8, device=torch.device("cpu"), warmup=1, iters=2)
+    assert ips > 0 and probe.grad_seen == [False, False, False]
+
+
+def test_throughput_through_torch_compile_and_cuda_graph_needs_cuda():
+    from mobilemamba import create_model
+    from mobilemamba.engine.evaluate import throughput
+
+    model = create_model("mobilemamba_t2", num_classes=10, scan_backend="torch")
+    kw = dict(batch_size=1, img_size=32, device=torch.device("cpu"), warmup=1, iters=1)
+    assert throughput(model, compile=True, compile_backend="eager", **kw) > 0
+    with pytest.raises(ValueError, match="CUDA graph needs a CUDA device"):
+        throughput(model, cuda_graph=True, **kw)

@@ -97,9 +97,13 @@ def _evaluate(cfg: DictConfig, out_dir: Path, env: D.DistEnv) -> dict[str, Any]:
     res = evaluate(evaluated, val_loader, device=device, autocast=autocast, max_batches=cfg.get("max_batches"),
                    channels_last=bool(cfg.get("channels_last", False)))
     tp_cfg = cfg.get("throughput") or {}
+    if tp_cfg.get("cuda_graph") and device.type != "cuda":
+        raise ConfigError(f"throughput.cuda_graph=true needs a CUDA device, got device={device}")
     ips = throughput(evaluated, batch_size=int(tp_cfg.get("batch_size", 64)), img_size=int(cfg.model.img_size),
                      device=device, warmup=int(tp_cfg.get("warmup", 3)), iters=int(tp_cfg.get("iters", 10)),
-                     channels_last=bool(cfg.get("channels_last", False)), autocast=autocast)
+                     channels_last=bool(cfg.get("channels_last", False)), autocast=autocast,
+                     compile=bool(tp_cfg.get("compile", False)), cuda_graph=bool(tp_cfg.get("cuda_graph", False)),
+                     compile_backend=str(tp_cfg.get("compile_backend", "inductor")))
     results = {
         "model": str(cfg.model.name),
         "img_size": int(cfg.model.img_size),
@@ -114,6 +118,8 @@ def _evaluate(cfg: DictConfig, out_dir: Path, env: D.DistEnv) -> dict[str, Any]:
         "fused_agree": agree,
         "throughput": ips,
         "throughput_batch": int(tp_cfg.get("batch_size", 64)),
+        "throughput_compiled": bool(tp_cfg.get("compile", False)),
+        "throughput_cuda_graph": bool(tp_cfg.get("cuda_graph", False)),
         "device": str(device),
         "amp": amp,
         "world_size": env.world_size,

@@ -92,23 +92,36 @@ def fuse_tolerance(logits_scale: float) -> float:
 @torch.no_grad()
 def throughput(model: nn.Module, *, batch_size: int, img_size: int, device: torch.device, warmup: int = 3,
                iters: int = 10, channels_last: bool = False,
-               autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> float:
-    """Images/s of forward passes on a random batch (the reference's method, eval mode, no_grad)."""
+               autocast: Callable[[], ContextManager] = contextlib.nullcontext, compile: bool = False,
+               cuda_graph: bool = False, compile_backend: str = "inductor") -> float:
+    """Images/s of forward passes on a random batch (the reference's method: eval mode, no autograd), optionally
+    through torch.compile (the whole model) and/or replayed as one CUDA graph."""
+    from ..models.compiling import compile_model, cuda_graph_step
+
     model.eval()
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    runner = compile_model(model, model, "whole", backend=compile_backend) if compile else model
+
+    def forward(inp: torch.Tensor):
+        with torch.inference_mode(), autocast():
+            return runner(inp)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    with autocast():
-        for _ in range(warmup):
-            model(x)
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            model(x)
-        sync()
+    if cuda_graph:
+        step = cuda_graph_step(forward, x, device, warmup=max(1, warmup))
+    else:
+        def step() -> None:
+            forward(x)
+    for _ in range(warmup):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync()
     return batch_size * iters / max(time.perf_counter() - t0, 1e-9)

@@ -1,4 +1,4 @@
-"""torch.compile for MobileMamba, one way for the engine and the benchmark.
+"""torch.compile and CUDA-graph capture for MobileMamba, one way for the engine, eval.py and the benchmark.
 
 ``how='whole'`` wraps the module (e.g. the DDP-wrapped model) in one ``torch.compile``; ``how='regional'``
 compiles each of ``MobileMamba.regions()`` in place (stem and every block: blocks of one shape share code, state
@@ -8,7 +8,7 @@ one graph.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -37,3 +37,26 @@ def compile_model(module: nn.Module, model: nn.Module, how: str = "whole", mode:
     for region in model.regions():
         region.compile(**kwargs)
     return module
+
+
+def cuda_graph_step(forward: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device,
+                    warmup: int = 3) -> Callable[[], None]:
+    """Capture ``forward`` on a static copy of ``x`` (after ``warmup`` calls on a side stream: cuDNN's algorithm
+    search, Triton's and torch.compile's compilation); the returned step replays the graph (one launch)."""
+    if device.type != "cuda":
+        raise ValueError(f"a CUDA graph needs a CUDA device, got {str(device)!r}")
+    static_x = x.clone()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            forward(static_x)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = forward(static_x)
+
+    def step() -> None:
+        graph.replay()
+    step.keep = (graph, static_x, static_out)  # type: ignore[attr-defined]
+    return step
