@@ -25,11 +25,10 @@ import torch
 import torch.nn as nn
 
 from .models import VARIANTS, create_model
-from .models.compiling import compile_model, cuda_graph_step
+from .models.compiling import COMPILE_MODES, compile_model, cuda_graph_step
 
 SHORT_NAMES = {name.split("_")[-1]: name for name in VARIANTS}
 COMPILE_CHOICES = ("false", "true", "regional")  # none | the whole model | each block
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 _TRUE, _FALSE = ("1", "true", "yes", "whole"), ("0", "false", "no", "none")
 
 
@@ -236,7 +235,8 @@ def _time_runs(step: Callable[[], None], cfg: BenchConfig, device: torch.device)
 def _compile(module: nn.Module, cfg: BenchConfig, model: Optional[nn.Module] = None) -> nn.Module:
     """`module` compiled as cfg says (see mobilemamba.models.compiling); `model` is the MobileMamba inside it."""
     how = "whole" if cfg.compile == "true" else "regional"
-    return compile_model(module, model or module, how, cfg.compile_mode, cfg.compile_backend)
+    # the Haar implementation was set from cfg.wavelet (conv unless one is asked for)
+    return compile_model(module, model or module, how, cfg.compile_mode, cfg.compile_backend, wavelet=None)
 
 
 def _forward_fn(model: nn.Module, cfg: BenchConfig, device: torch.device) -> Callable[[torch.Tensor], Any]:

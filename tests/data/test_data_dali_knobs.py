@@ -83,8 +83,9 @@ def _no_source():
 @pytest.mark.parametrize("roi", [True, False], ids=["roi-decode", "whole-decode"])
 def test_the_knobs_reach_the_gpu_pipelines(roi):
     common = dict(img_size=32, mean=(0.0,) * 3, std=(1.0,) * 3, device_id=0, num_threads=1, seed=0, prefetch=3,
-                  hw_decoder_load=0.25, preallocate_hint=(100, 200), roi_decode=roi, build=False)  # fmt: skip
-    train = train_pipeline(_no_source, batch_size=4, aug=AugParams(auto_augment=None, reprob=0.0), **common)
+                  hw_decoder_load=0.25, preallocate_hint=(100, 200), build=False)  # fmt: skip
+    train = train_pipeline(_no_source, batch_size=4, aug=AugParams(auto_augment=None, reprob=0.0), roi_decode=roi,
+                           **common)
     spec = _decoder_spec(train)
     assert "device: mixed" in spec and "hw_decoder_load: 0.25" in spec
     assert "preallocate_width_hint: 100" in spec and "preallocate_height_hint: 200" in spec

@@ -191,7 +191,6 @@ def val_pipeline(
     prefetch: int = 2,
     hw_decoder_load: float = DALI_HW_DECODER_LOAD,
     preallocate_hint: tuple[int, int] = PREALLOCATE_HINT,
-    roi_decode: bool = True,  # unused: val decodes whole images
     build: bool = True,
 ):
     """Resize shorter side to ``int(size / crop_pct)``, centre crop ``size``, normalize."""
@@ -439,7 +438,7 @@ def build_dali_loaders(
     threads = num_threads or default_threads(world_size)
     common = dict(
         img_size=img_size, mean=mean, std=std, device_id=device_id, num_threads=threads, prefetch=prefetch,
-        hw_decoder_load=hw_decoder_load, preallocate_hint=tuple(preallocate_hint), roi_decode=roi_decode,
+        hw_decoder_load=hw_decoder_load, preallocate_hint=tuple(preallocate_hint),
     )  # fmt: skip
     n_train = len(train)
     n_batches = train_batches_per_epoch(n_train, batch_size, world_size)
@@ -447,7 +446,8 @@ def build_dali_loaders(
         train,
         plan=lambda e, s: train_batches(n_train, batch_size, seed, e, rank, world_size, s),
         num_batches=n_batches,
-        build=lambda src, sd: train_pipeline(src, batch_size=batch_size, aug=aug, seed=sd, **common),
+        build=lambda src, sd: train_pipeline(src, batch_size=batch_size, aug=aug, seed=sd, roi_decode=roi_decode,
+                                             **common),
         batch_size=batch_size,
         device=device,
         channels_last=channels_last,

@@ -2,13 +2,13 @@
 
 ``how='whole'`` wraps the module (e.g. the DDP-wrapped model) in one ``torch.compile``; ``how='regional'``
 compiles each of ``MobileMamba.regions()`` in place (stem and every block: blocks of one shape share code, state
-dict keys are unchanged). Both first switch the Haar step to its conv form, the same function that Dynamo can
+dict keys are unchanged). Both first switch the Haar step to its conv form (unless told otherwise), the same function that Dynamo can
 trace (pytorch_wavelets calls into pywt); with the triton scan registered as custom ops the whole model is then
 one graph.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -18,15 +18,16 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "ma
 
 
 def compile_model(module: nn.Module, model: nn.Module, how: str = "whole", mode: str = "default",
-                  backend: str = "inductor") -> nn.Module:
+                  backend: str = "inductor", wavelet: Optional[str] = "conv") -> nn.Module:
     """Compile ``model`` (a MobileMamba) as ``how`` says; returns what to call: ``module`` wrapped (whole), or
     ``module`` itself with ``model``'s regions compiled in place (regional). ``module`` is ``model`` or a wrapper
-    around it (DDP)."""
+    around it (DDP). ``wavelet=None`` keeps the Haar implementation the caller chose."""
     if how not in COMPILE_HOWS:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_HOWS)}, got {how!r}")
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-    model.set_wavelet_impl("conv")
+    if wavelet is not None:
+        model.set_wavelet_impl(wavelet)
     # dynamic=False: blocks of one code but different widths get one static graph per shape, not a symbolic-shape
     # graph after the second shape (Dynamo's automatic dynamic shapes)
     kwargs: dict[str, Any] = dict(backend=backend, dynamic=False)
