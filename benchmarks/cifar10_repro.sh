@@ -20,6 +20,9 @@
 #                >= 3: b1, s6 and t2 side by side on one GPU each, then t2_kd (needs b1's checkpoint) on all, or
 #                on KD_GPUS (e.g. 0,1: keep it the same across reruns, a resumed run needs the same GPU count).
 #                2: two lanes, A: b1 then t2_kd on GPU 0, B: s6 then t2 on GPU 1.  1: b1, s6, t2, then t2_kd.
+#   GPU_LIST     explicit GPU ids instead of 0..GPUS-1, e.g. GPU_LIST=1 (one GPU: the sequential order below).
+#   ONLY         train and evaluate only these runs (names, space-separated), e.g. two invocations side by side on one machine:
+#                GPU_LIST=0 ONLY="cifar10_s6 cifar10_t2" ... & GPU_LIST=1 ONLY=cifar10_t2_kd ... (same WORK).
 #   EVAL_SPECS   which eval.py passes per run (default: "eval_unfused eval_fused eval_fused_bf16"); the engine's
 #                final eval already checks fused == unfused, so eval_fused_bf16 alone adds the throughput column.
 #   OUT          if set, the report, logs, timings and a tarball of the run dirs (no checkpoints) are copied there.
@@ -86,6 +89,7 @@ setup() {
     "$PY" -c "import nvidia.dali" 2>/dev/null && LOADER=dali || { LOADER=torch; log "DALI not importable: data.loader=torch"; }
   fi
   NGPU=${GPUS:-$("$PY" -c "import torch; print(torch.cuda.device_count())")}
+  [ -n "${GPU_LIST:-}" ] && NGPU=$(awk -F, '{print NF}' <<<"$GPU_LIST")
   log "loader $LOADER, $NGPU GPU(s), epoch scale $EPOCH_SCALE, budget ${BUDGET_S}s"
   "$PY" -c "import sys; sys.modules['wandb'] = None; import torch, timm, hydra; print('torch', torch.__version__, 'timm', timm.__version__, 'hydra', hydra.__version__)"
 }
@@ -96,6 +100,7 @@ train() {
   local name=$1 gpus=$2; shift 2
   local dir=$RUNS/$name n base ep wu rc t
   if finished "$dir"; then log "$name: finished earlier, skipped"; return 0; fi
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then log "$name: not in ONLY, skipped"; return 0; fi
   if [ "$(left)" -lt 120 ]; then log "$name: not started, budget spent (rerun to continue)"; return 75; fi
   n=$(awk -F, '{print NF}' <<<"$gpus")
   base=30; [ "$name" = cifar10_t2_kd ] && base=60
@@ -121,7 +126,7 @@ lane_b() { train cifar10_s6 "$1" && train cifar10_t2 "$1"; }
 
 train_all() {
   local all a b half
-  all=$(seq -s, 0 $((NGPU - 1)))
+  all=${GPU_LIST:-$(seq -s, 0 $((NGPU - 1)))}
   if [ "$NGPU" -ge 3 ]; then
     log "three sizes side by side on GPUs 0, 1, 2, then t2_kd on GPUs $all"
     train cifar10_b1 0 & local p1=$!
@@ -147,7 +152,8 @@ train_all() {
   train cifar10_b1 "$all" || rc=$?
   train cifar10_s6 "$all" || rc=$?
   train cifar10_t2 "$all" || rc=$?
-  finished "$RUNS/cifar10_b1" && { train_kd "$all" || rc=$?; }
+  if finished "$RUNS/cifar10_b1"; then train_kd "$all" || rc=$?
+  elif [ -n "${ONLY:-}" ] && [[ " $ONLY " == *" cifar10_t2_kd "* ]]; then log "cifar10_t2_kd: waits for cifar10_b1"; rc=75; fi
   return $rc
 }
 
@@ -156,6 +162,7 @@ train_all() {
 eval_one() {
   local name=$1 v=${1#cifar10_}; v=${v%_kd}
   local dir=$RUNS/$name ck=$RUNS/$1/best.ckpt
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   [ -f "$ck" ] && finished "$dir" || { log "$name: no finished run, eval skipped"; return 0; }
   local common=(eval.py "model=$v" "model.img_size=$IMG_SIZE" data=cifar10 "data.root=$DATA" data.val_split=test
                 "data.loader=$EVAL_LOADER" "checkpoint=$ck" ema=true throughput.batch_size=256 throughput.warmup=10
@@ -174,9 +181,10 @@ eval_one() {
 }
 
 eval_all() {  # side by side, one run per GPU (throughput needs the GPU to itself), in waves of NGPU runs
-  local n i=0 pids=() lanes=$((NGPU > 0 ? NGPU : 1))
+  local n i=0 pids=() lanes=$((NGPU > 0 ? NGPU : 1)) ids
+  IFS=, read -r -a ids <<<"${GPU_LIST:-$(seq -s, 0 $((lanes - 1)))}"
   for n in cifar10_t2 cifar10_s6 cifar10_b1 cifar10_t2_kd; do
-    eval_one $n $i & pids+=($!)
+    eval_one $n "${ids[$i]}" & pids+=($!)
     i=$((i + 1))
     if [ "$i" -ge "$lanes" ]; then wait "${pids[@]}"; pids=(); i=0; fi
   done

@@ -32,6 +32,8 @@ def test_a_nan_batch_skips_the_update_counts_and_logs_it(cache_dir, tmp_path, mo
         assert _finite(ck["model"]) and _finite(ck["ema"])
         events = [r for r in H.records(tmp_path) if r.get("event") == "nonfinite"]
         assert [(e["iteration"], e["consecutive"], e["total"]) for e in events] == [(3, 1, 1)]
+        sites = [r for r in H.records(tmp_path) if r.get("event") == "nonfinite_site"]
+        assert [(s["iteration"], s["inputs_finite"]) for s in sites] == [(3, False)], "the NaN came with the batch"
         skipped = {r["iteration"]: r["skipped"] for r in H.records(tmp_path) if r["kind"] == "train"}
         assert skipped == {i: i == 3 for i in range(1, H.TOTAL_UPDATES + 1)}
         row["redone"] = 0

@@ -37,6 +37,20 @@ def test_torch_scan_stays_accurate_with_strong_decay_over_long_sequences():
     assert rel(out, selective_scan_ref(**x)) < 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_float_out_returns_float32_computed_from_the_low_precision_inputs(dtype):
+    """SS2D asks for float_out (the reference's kernel returns float32 under AMP): fp16's range would overflow."""
+    x = {k: v.float() for k, v in scan_inputs(length=33, seed=4).items()}
+    x["u"] = x["u"].clamp(-3, 3) * 2e4  # fits fp16 (max 65504) ...
+    x["D"] = x["D"] * 10  # ... while y = D*u + C*h goes past it
+    low = {k: (v.to(dtype) if k in ("u", "delta", "B", "C") else v) for k, v in x.items()}
+    out = selective_scan(**low, backend="torch", float_out=True)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.equal(out, selective_scan(**{k: v.float() for k, v in low.items()}, backend="torch"))
+    if dtype == torch.float16:
+        assert not torch.isfinite(selective_scan(**low, backend="torch")).all(), "without float_out it overflows"
+
+
 def test_scan_merge_is_per_sample():
     """The reference's CPU fallback mixed samples of a batch (spec §4); here sample i depends on sample i only."""
     x = scan_inputs(batch=3)
@@ -82,6 +96,16 @@ def test_triton_kernels_match_the_reference_in_the_triton_interpreter():
             errs = [((out.double() - ref).norm() / ref.norm()).item()]
             errs += [((fast_in[k].grad.double() - ref_in[k].grad).norm() / ref_in[k].grad.norm()).item() for k in x]
             assert max(errs) < 1e-5, (length, errs)
+        # float_out: fp16 inputs whose y = D*u = 9e4 overflows fp16 come back finite in float32, and differentiate
+        big = dict(u=torch.full((1, 4, 7), 3e4, dtype=torch.float16, requires_grad=True),
+                   delta=torch.zeros(1, 4, 7, dtype=torch.float16), A=-torch.ones(4, 1),
+                   B=torch.zeros(1, 2, 1, 7, dtype=torch.float16), C=torch.zeros(1, 2, 1, 7, dtype=torch.float16),
+                   D=torch.full((4,), 3.0), delta_bias=torch.zeros(4))
+        assert torch.isinf(selective_scan_triton(**big)).all()
+        y = selective_scan_triton(**big, float_out=True)
+        assert y.dtype == torch.float32 and torch.equal(y, torch.full_like(y, 9e4))
+        y.sum().backward()
+        assert big["u"].grad.dtype == torch.float16 and torch.equal(big["u"].grad, torch.full_like(big["u"].grad, 3.0))
         print("ok")
     """)
     env = dict(os.environ, TRITON_INTERPRET="1")

@@ -29,6 +29,7 @@ from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, at
 from ..models.compiling import compile_model
 from .config import ConfigError, Phase, compile_how, lr_plan, plain, resolve_phases, should_evaluate
 from .evaluate import evaluate, fuse_tolerance, fused_copy, max_abs_diff, rng_neutral_iter
+from .nonfinite import locate_nonfinite
 from .optim import PhasedSchedule, build_optimizer
 from .preempt import Preempted, PreemptionHandler
 from .runlog import RunLogger, plot_curves
@@ -370,6 +371,7 @@ class Trainer:
         with self.autocast():
             out = self.train_model(images)
             t_logits = self.teacher(images) if self.teacher is not None else None
+        self._last_inputs, self._last_injected = images, inject_nan  # for locating a non-finite loss (no copy)
         cls_out = out[0] if isinstance(out, (tuple, list)) else out
         loss = self.criterion(cls_out.float(), soft)  # the base loss in fp32
         kd = None
@@ -403,6 +405,8 @@ class Trainer:
         self._stop_requested = bool(stop_any)
         if bad_any > 0:
             self.optimizer.zero_grad(set_to_none=True)
+            if not np.isfinite(loss_val):
+                self._locate_nonfinite_once()
             self._restore_buffers()
             if self.scaler is not None:
                 self.scaler.update()  # found_inf was recorded by unscale_: lowers the scale, resets state
@@ -436,6 +440,22 @@ class Trainer:
 
     _stop_requested = False
     _saved_buffers: list[torch.Tensor] = []
+    _last_inputs: torch.Tensor | None = None
+    _last_injected = False
+    _located = False
+
+    def _locate_nonfinite_once(self) -> None:
+        """At the first non-finite loss of this process, name the module whose output overflowed (fp16 > 65504?)
+        by re-running the batch's forward with hooks: one line in the log and an event in metrics.jsonl."""
+        if self._located or self._last_inputs is None or self._last_injected:
+            return
+        self._located = True
+        site = locate_nonfinite(self.model, self._last_inputs, self.autocast)
+        what = site.describe() if site is not None else "the forward is finite on a rerun (the loss or a kernel's nondeterminism?)"
+        log.warning("non-finite loss at update %d: %s", self.update + 1, what)
+        self.logger.log("event", event="nonfinite_site", iteration=self.update + 1, rank=self.env.rank,
+                        **({"module": site.module, "kind": site.kind, "dtype": site.dtype,
+                            "input_absmax": site.input_absmax, "inputs_finite": site.inputs_finite} if site else {}))
 
     def _snapshot_buffers(self) -> None:
         """Copy the model's buffers (BN running stats: small) before an update's forward passes, in one

@@ -50,9 +50,9 @@ class SS2D(nn.Module):
         y = selective_scan(
             xs.reshape(b, K_DIRECTIONS * d, length), dts.reshape(b, K_DIRECTIONS * d, length),
             -torch.exp(self.A_logs.float()), Bs.contiguous(), Cs.contiguous(), self.Ds.float(),
-            self.dt_projs_bias.float().flatten(), delta_softplus=True, backend=self.scan_backend,
+            self.dt_projs_bias.float().flatten(), delta_softplus=True, backend=self.scan_backend, float_out=True,
         ).view(b, K_DIRECTIONS, d, length)
-        y = y[:, 0] + y[:, 1].flip(-1)
+        y = y[:, 0] + y[:, 1].flip(-1)  # float32 up to the LayerNorm (spec §3): fp16 would overflow here
         return self.out_norm(y.view(b, d, h, w)).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

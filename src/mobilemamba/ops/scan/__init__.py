@@ -99,9 +99,19 @@ def get_scan_fn(backend: str) -> Callable:
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
-                   delta_softplus: bool = True, backend: str = "auto") -> torch.Tensor:
-    """y = selective_scan(u, Δ, A, B, C, D, Δ-bias); shapes as in `selective_scan_ref`."""
-    fn = get_scan_fn(resolve_backend(backend, u.device))
+                   delta_softplus: bool = True, backend: str = "auto", float_out: bool = False) -> torch.Tensor:
+    """y = selective_scan(u, Δ, A, B, C, D, Δ-bias); shapes as in `selective_scan_ref`.
+
+    ``float_out``: y in float32 whatever u's dtype, as the reference's kernel returns it under AMP (spec §3: its
+    output is normalised in float32 before the cast back), so an fp16 run cannot overflow between the scan and
+    the LayerNorm. The triton kernel writes float32 directly; the other backends are given float32 inputs.
+    """
+    name = resolve_backend(backend, u.device)
+    fn = get_scan_fn(name)
+    if float_out and u.dtype != torch.float32:
+        if name == "triton":
+            return fn(u, delta, A, B, C, D, delta_bias, delta_softplus, float_out=True)
+        u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
     return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 

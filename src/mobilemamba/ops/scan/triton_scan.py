@@ -154,15 +154,17 @@ def _grid(batch: int, channels: int) -> tuple[int, int]:
 
 @torch.library.custom_op("mobilemamba::selective_scan_fwd", mutates_args=())
 def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                       delta_bias: Optional[Tensor], delta_softplus: bool, store_h: bool) -> tuple[Tensor, Tensor]:
-    """(y, h): the scan's output and, when `store_h`, its float32 states for the backward (else an empty tensor)."""
+                       delta_bias: Optional[Tensor], delta_softplus: bool, store_h: bool,
+                       float_out: bool = False) -> tuple[Tensor, Tensor]:
+    """(y, h): the scan's output (float32 with `float_out`, else u's dtype) and, when `store_h`, its float32
+    states for the backward (else an empty tensor)."""
     u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
     batch, channels, length = u.shape
     groups = B.shape[1]
     has_d, has_bias = D is not None, delta_bias is not None
     D_arg = D.contiguous() if has_d else A
     bias_arg = delta_bias.contiguous() if has_bias else A
-    y = torch.empty(u.shape, device=u.device, dtype=u.dtype)
+    y = torch.empty(u.shape, device=u.device, dtype=torch.float32 if float_out else u.dtype)
     h = torch.empty(u.shape if store_h else (0,), device=u.device, dtype=torch.float32)
     _scan_fwd_kernel[_grid(batch, channels)](
         u, delta, A, B, C, D_arg, bias_arg, y, h if store_h else y, channels, length, channels // groups,
@@ -172,8 +174,8 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 
 
 @selective_scan_fwd.register_fake
-def _(u, delta, A, B, C, D, delta_bias, delta_softplus, store_h):
-    return u.new_empty(u.shape), u.new_empty(u.shape if store_h else (0,), dtype=torch.float32)
+def _(u, delta, A, B, C, D, delta_bias, delta_softplus, store_h, float_out=False):
+    return u.new_empty(u.shape, dtype=torch.float32 if float_out else u.dtype), u.new_empty(u.shape if store_h else (0,), dtype=torch.float32)
 
 
 @torch.library.custom_op("mobilemamba::selective_scan_bwd", mutates_args=())
@@ -208,7 +210,7 @@ def _(u, delta, A, B, C, D, delta_bias, h, dy, delta_softplus):
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, delta_bias, delta_softplus, store_h = inputs
+    u, delta, A, B, C, D, delta_bias, delta_softplus, store_h, _float_out = inputs
     _, h = output
     ctx.mark_non_differentiable(h)
     ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, h)
@@ -228,7 +230,7 @@ def _backward(ctx, dy, _dh):
     dB, dC = group_sum(dBc).to(B.dtype), group_sum(dCc).to(C.dtype)
     return (du, ddelta, dA.view(A.shape).to(A.dtype), dB, dC,
             dD.to(D.dtype) if D is not None else None, dbias.to(delta_bias.dtype) if delta_bias is not None else None,
-            None, None)
+            None, None, None)
 
 
 selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -236,8 +238,8 @@ selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                           D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
-                          delta_softplus: bool = True) -> torch.Tensor:
-    """Shapes as `selective_scan_ref`, with N = 1 (B, C: (b, G, 1, L))."""
+                          delta_softplus: bool = True, float_out: bool = False) -> torch.Tensor:
+    """Shapes as `selective_scan_ref`, with N = 1 (B, C: (b, G, 1, L)); y in float32 with `float_out`."""
     if A.shape[-1] != 1 or B.shape[2] != 1:
         raise ValueError(f"the triton scan backend supports d_state=1 only, got A {tuple(A.shape)}")
     u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
@@ -245,5 +247,6 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
     delta_bias = delta_bias.contiguous() if delta_bias is not None else None
     store_h = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
-    y, _ = torch.ops.mobilemamba.selective_scan_fwd(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), store_h)
+    y, _ = torch.ops.mobilemamba.selective_scan_fwd(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), store_h,
+                                                    bool(float_out))
     return y
