@@ -26,6 +26,9 @@
 #   EVAL_SPECS   which eval.py passes per run (default: "eval_unfused eval_fused eval_fused_bf16"); the engine's
 #                final eval already checks fused == unfused, so eval_fused_bf16 alone adds the throughput column.
 #   OUT          if set, the report, logs, timings and a tarball of the run dirs (no checkpoints) are copied there.
+#   COMPILE      none (default) | reduce-overhead: trainer.compile=true with CUDA graphs for the train step. Eager, an
+#                H200 spends 163 ms per update of cifar10_b1 at 128 px (36-40 s an epoch), launch-bound; bench.py's
+#                S6 step is 3.1x faster with CUDA graphs. (Not yet run inside train.py on a GPU: check one epoch first.)
 #   IMG_SIZE     default 128.  EXTRA / EVAL_EXTRA: more Hydra overrides for every train.py / eval.py command, e.g. a
 #                CPU dry run of the whole pipeline in minutes: GPUS=0 LOADER=torch IMG_SIZE=32 EPOCH_SCALE=0.04
 #                EXTRA="trainer.max_iters_per_epoch=2 trainer.eval_max_batches=1" EVAL_EXTRA="max_batches=1 throughput.iters=2"
@@ -45,6 +48,11 @@ DATA=${CIFAR10_ROOT:-$WORK/cifar10_jpg}
 STEPS=${*:-train eval report}
 IMG_SIZE=${IMG_SIZE:-128}
 read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
+case ${COMPILE:-none} in
+  none) ;;
+  reduce-overhead) EXTRA_ARGS+=(trainer.compile=true trainer.compile_mode=reduce-overhead) ;;
+  *) echo "COMPILE must be none or reduce-overhead, got '$COMPILE'" >&2; exit 2 ;;
+esac
 read -r -a EVAL_EXTRA_ARGS <<<"${EVAL_EXTRA:-}"
 T0=$(date +%s)
 mkdir -p "$RUNS" "$LOGS"

@@ -140,7 +140,8 @@ def test_bench_runs_every_variant_with_the_dali_cpu_loader(jpeg_folder, tmp_path
     assert [r[3] for r in rows] == variants.split(",")  # CPU decoding: no hardware-decoder sweep
     for r in rows:
         assert float(r[1].replace(",", "")) > 0 and r[2].endswith("x") and r[4] == "-"
-        assert float(r[8]) > 0 and r[9] == "2 epochs, refills excluded"  # 1 + 9 batches > 7 per epoch
+        # CPU cores busy: a number (on 4-image batches of 32 px, prefetched ahead, it can round to 0.0 under load)
+        assert float(r[8]) >= 0 and r[9] == "2 epochs, refills excluded"  # 1 + 9 batches > 7 per epoch
     assert printed.count("| dali-cpu |") == len(rows)  # the final table on stdout
 
 

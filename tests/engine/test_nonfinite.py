@@ -25,7 +25,7 @@ def _net(factor: float) -> nn.Sequential:
 def test_the_first_overflowing_module_is_named_with_the_size_of_what_it_was_given():
     site = locate_nonfinite(_net(1e38), torch.full((2, 4), 1e3))
     assert site is not None
-    assert (site.module, site.kind, site.dtype, site.inputs_finite) == ("1.1", "Scale", "float32", True)
+    assert (site.module, site.module_class, site.dtype, site.inputs_finite) == ("1.1", "Scale", "float32", True)
     assert 1.0 < site.input_absmax < float("inf")
     assert "'1.1' (Scale, float32)" in site.describe()
 

@@ -18,7 +18,7 @@ from torch import nn
 @dataclass
 class NonFiniteSite:
     module: str          # qualified name ('' for the model itself)
-    kind: str            # class name
+    module_class: str    # its class name
     dtype: str           # dtype of the offending output
     input_absmax: float  # largest |finite value| among the module's tensor inputs
     inputs_finite: bool  # False: the module was handed non-finite values (e.g. the batch itself)
@@ -26,7 +26,7 @@ class NonFiniteSite:
     def describe(self) -> str:
         given = "its inputs were already non-finite" if not self.inputs_finite else \
             f"its inputs reached |x| = {self.input_absmax:.3g}"
-        return f"first non-finite output at '{self.module or '<model>'}' ({self.kind}, {self.dtype}); {given}"
+        return f"first non-finite output at '{self.module or '<model>'}' ({self.module_class}, {self.dtype}); {given}"
 
 
 def _tensors(obj) -> Iterator[torch.Tensor]:

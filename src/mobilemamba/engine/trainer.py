@@ -454,7 +454,7 @@ class Trainer:
         what = site.describe() if site is not None else "the forward is finite on a rerun (the loss or a kernel's nondeterminism?)"
         log.warning("non-finite loss at update %d: %s", self.update + 1, what)
         self.logger.log("event", event="nonfinite_site", iteration=self.update + 1, rank=self.env.rank,
-                        **({"module": site.module, "kind": site.kind, "dtype": site.dtype,
+                        **({"module": site.module, "module_class": site.module_class, "dtype": site.dtype,
                             "input_absmax": site.input_absmax, "inputs_finite": site.inputs_finite} if site else {}))
 
     def _snapshot_buffers(self) -> None:
