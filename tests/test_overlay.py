@@ -1,20 +1,11 @@
 """benchmarks/overlay.py: two runs' per-update losses side by side (the check that a fast path trains the same)."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.modules.setdefault("wandb", None)
 
-
-def _overlay():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "overlay.py"
-    spec = importlib.util.spec_from_file_location("overlay", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_scripts import load_benchmark  # noqa: E402
 
 
 def _run(tmp: Path, name: str, losses: list[float], ips: float, skipped: tuple = ()) -> Path:
@@ -30,7 +21,7 @@ def _run(tmp: Path, name: str, losses: list[float], ips: float, skipped: tuple =
 def test_the_largest_loss_difference_and_the_speed_ratio_are_reported(tmp_path, capsys):
     eager = _run(tmp_path, "eager", [2.0, 1.9, 1.8, 1.7, 1.6], ips=100.0)
     fast = _run(tmp_path, "fast", [2.0, 1.9, 1.8 * 1.001, 1.7, 9.9], ips=300.0, skipped=(5,))
-    ov = _overlay()
+    ov = load_benchmark("overlay")
     assert ov.main([str(eager), str(fast), "--labels", "eager,graphs", "--skip", "3"]) == 0
     out = capsys.readouterr().out
     assert "4 shared updates" in out, "a skipped update is not compared"
@@ -40,7 +31,7 @@ def test_the_largest_loss_difference_and_the_speed_ratio_are_reported(tmp_path, 
 
 
 def test_runs_without_shared_updates_are_an_error(tmp_path, capsys):
-    ov = _overlay()
+    ov = load_benchmark("overlay")
     a = _run(tmp_path, "a", [1.0], ips=1.0)
     b = tmp_path / "empty"
     b.mkdir()

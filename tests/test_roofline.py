@@ -1,25 +1,17 @@
 """benchmarks/roofline.py: the per-stage floors count the whole model (its FLOPs match the published counter)."""
-import importlib.util
 import sys
-from pathlib import Path
 
 import torch
 
 sys.modules.setdefault("wandb", None)  # timm imports wandb eagerly when installed: seconds per process
 
-
-def _roofline():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "roofline.py"
-    spec = importlib.util.spec_from_file_location("roofline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_scripts import load_benchmark  # noqa: E402
 
 
 def test_stage_floors_cover_the_whole_model_and_match_the_flop_count():
     from mobilemamba.info import variant_info
 
-    rows = _roofline().stage_table("mobilemamba_t2", batch=2, dtype=torch.bfloat16, fused=True)
+    rows = load_benchmark("roofline").stage_table("mobilemamba_t2", batch=2, dtype=torch.bfloat16, fused=True)
     assert [r["region"] for r in rows] == ["stem", "stage1", "stage2", "stage3", "head", "pool"]
     macs_per_image = sum(r["gflop"] for r in rows) * 1e9 / 2 / 2
     published = variant_info("mobilemamba_t2")["flops_fused"]
