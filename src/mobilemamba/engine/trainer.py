@@ -407,6 +407,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if not np.isfinite(loss_val):
                 self._locate_nonfinite_once()
+            self._last_inputs = None
             self._restore_buffers()
             if self.scaler is not None:
                 self.scaler.update()  # found_inf was recorded by unscale_: lowers the scale, resets state
@@ -427,6 +428,7 @@ class Trainer:
                     f"(lower optim.lr or check the data, then rerun to resume)"
                 )
             return True, loss_val, kd_val
+        self._last_inputs = None  # the batch is not held past its step
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
