@@ -62,6 +62,7 @@ epochs() { awk -v e="$1" -v s="$EPOCH_SCALE" 'BEGIN { n = int(e * s + 0.5); prin
 warmup() { awk -v n="$1" 'BEGIN { w = n / 10; print (w > 3 ? 3 : w) }'; }  # 3 of 30 epochs, 10% when shorter
 left() { [ "$BUDGET_S" -gt 0 ] && echo $((BUDGET_S - ($(date +%s) - T0))) || echo 999999; }
 finished() { grep -q '"status": "finished"' "$1/run.json" 2>/dev/null; }
+selected() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }  # run $1 is in ONLY (or ONLY is unset)
 
 # ------------------------------------------------------------------------------------------------ setup
 find_archive() {
@@ -108,7 +109,7 @@ train() {
   local name=$1 gpus=$2; shift 2
   local dir=$RUNS/$name n base ep wu rc t
   if finished "$dir"; then log "$name: finished earlier, skipped"; return 0; fi
-  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then log "$name: not in ONLY, skipped"; return 0; fi
+  if ! selected "$name"; then log "$name: not in ONLY, skipped"; return 0; fi
   if [ "$(left)" -lt 120 ]; then log "$name: not started, budget spent (rerun to continue)"; return 75; fi
   n=$(awk -F, '{print NF}' <<<"$gpus")
   base=30; [ "$name" = cifar10_t2_kd ] && base=60
@@ -161,7 +162,7 @@ train_all() {
   train cifar10_s6 "$all" || rc=$?
   train cifar10_t2 "$all" || rc=$?
   if finished "$RUNS/cifar10_b1"; then train_kd "$all" || rc=$?
-  elif [ -n "${ONLY:-}" ] && [[ " $ONLY " == *" cifar10_t2_kd "* ]]; then log "cifar10_t2_kd: waits for cifar10_b1"; rc=75; fi
+  elif [ -n "${ONLY:-}" ] && selected cifar10_t2_kd; then log "cifar10_t2_kd: waits for cifar10_b1"; rc=75; fi
   return $rc
 }
 
@@ -170,7 +171,7 @@ train_all() {
 eval_one() {
   local name=$1 v=${1#cifar10_}; v=${v%_kd}
   local dir=$RUNS/$name ck=$RUNS/$1/best.ckpt
-  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
+  selected "$name" || return 0
   [ -f "$ck" ] && finished "$dir" || { log "$name: no finished run, eval skipped"; return 0; }
   local common=(eval.py "model=$v" "model.img_size=$IMG_SIZE" data=cifar10 "data.root=$DATA" data.val_split=test
                 "data.loader=$EVAL_LOADER" "checkpoint=$ck" ema=true throughput.batch_size=256 throughput.warmup=10

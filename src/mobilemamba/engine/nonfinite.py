@@ -41,9 +41,10 @@ def _tensors(obj) -> Iterator[torch.Tensor]:
 
 
 def _absmax_finite(tensors: list[torch.Tensor]) -> float:
+    """Largest |finite value| over floating-point `tensors` (0 when there is none)."""
     best = 0.0
     for t in tensors:
-        if t.is_floating_point() and t.numel():
+        if t.numel():
             v = t.detach().float().abs()
             v = v[torch.isfinite(v)]
             if v.numel():

@@ -152,6 +152,13 @@ def _grid(batch: int, channels: int) -> tuple[int, int]:
 # puts the backward op into the compiled backward. Eager calls run exactly the kernels of the autograd formula.
 
 
+def _optional_operands(D: Optional[Tensor], delta_bias: Optional[Tensor], A: Tensor
+                       ) -> tuple[bool, bool, Tensor, Tensor]:
+    """(has D, has Δ-bias, D, Δ-bias) for a kernel launch: an absent operand is passed as A, never read."""
+    has_d, has_bias = D is not None, delta_bias is not None
+    return has_d, has_bias, D.contiguous() if has_d else A, delta_bias.contiguous() if has_bias else A
+
+
 @torch.library.custom_op("mobilemamba::selective_scan_fwd", mutates_args=())
 def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        delta_bias: Optional[Tensor], delta_softplus: bool, store_h: bool,
@@ -161,9 +168,7 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
     batch, channels, length = u.shape
     groups = B.shape[1]
-    has_d, has_bias = D is not None, delta_bias is not None
-    D_arg = D.contiguous() if has_d else A
-    bias_arg = delta_bias.contiguous() if has_bias else A
+    has_d, has_bias, D_arg, bias_arg = _optional_operands(D, delta_bias, A)
     y = torch.empty(u.shape, device=u.device, dtype=torch.float32 if float_out else u.dtype)
     h = torch.empty(u.shape if store_h else (0,), device=u.device, dtype=torch.float32)
     _scan_fwd_kernel[_grid(batch, channels)](
@@ -175,7 +180,8 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 
 @selective_scan_fwd.register_fake
 def _(u, delta, A, B, C, D, delta_bias, delta_softplus, store_h, float_out=False):
-    return u.new_empty(u.shape, dtype=torch.float32 if float_out else u.dtype), u.new_empty(u.shape if store_h else (0,), dtype=torch.float32)
+    y = u.new_empty(u.shape, dtype=torch.float32 if float_out else u.dtype)
+    return y, u.new_empty(u.shape if store_h else (0,), dtype=torch.float32)
 
 
 @torch.library.custom_op("mobilemamba::selective_scan_bwd", mutates_args=())
@@ -187,9 +193,7 @@ def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     u, delta, A, B, C, h, dy = (t.contiguous() for t in (u, delta, A, B, C, h, dy))
     batch, channels, length = u.shape
     groups = B.shape[1]
-    has_d, has_bias = D is not None, delta_bias is not None
-    D_arg = D.contiguous() if has_d else A
-    bias_arg = delta_bias.contiguous() if has_bias else A
+    has_d, has_bias, D_arg, bias_arg = _optional_operands(D, delta_bias, A)
     du = torch.empty(u.shape, device=u.device, dtype=u.dtype)
     ddelta = torch.empty(delta.shape, device=u.device, dtype=delta.dtype)
     dBc = torch.empty(u.shape, device=u.device, dtype=torch.float32)
