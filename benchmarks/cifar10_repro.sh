@@ -27,8 +27,8 @@
 #                final eval already checks fused == unfused, so eval_fused_bf16 alone adds the throughput column.
 #   OUT          if set, the report, logs, timings and a tarball of the run dirs (no checkpoints) are copied there.
 #   COMPILE      none (default) | reduce-overhead: trainer.compile=true with CUDA graphs for the train step. Eager, an
-#                H200 spends 163 ms per update of cifar10_b1 at 128 px (36-40 s an epoch), launch-bound; bench.py's
-#                S6 step is 3.1x faster with CUDA graphs. (Not yet run inside train.py on a GPU: check one epoch first.)
+#                H200 spends 163 ms per update of cifar10_b1 at 128 px (36-40 s an epoch), launch-bound; with CUDA
+#                graphs the same run trains 2.6-3x faster with the same loss curve (README, Reproduction).
 #   IMG_SIZE     default 128.  EXTRA / EVAL_EXTRA: more Hydra overrides for every train.py / eval.py command, e.g. a
 #                CPU dry run of the whole pipeline in minutes: GPUS=0 LOADER=torch IMG_SIZE=32 EPOCH_SCALE=0.04
 #                EXTRA="trainer.max_iters_per_epoch=2 trainer.eval_max_batches=1" EVAL_EXTRA="max_batches=1 throughput.iters=2"
@@ -123,7 +123,7 @@ train() {
     trainer.progress=false "${EXTRA_ARGS[@]}" "$@" \
     >>"$LOGS/$name.log" 2>&1
   rc=$?
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(( $(date +%s) - t ))" "$n" "$rc" "$ep" >>"$WORK/timings.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$(( $(date +%s) - t ))" "$n" "$rc" "$ep" "$t" "$gpus" >>"$WORK/timings.tsv"
   log "$name: exit $rc after $(( $(date +%s) - t )) s (75/124 = stopped for time: rerun to resume); tail of $LOGS/$name.log:"
   tail -n 4 "$LOGS/$name.log" | sed 's/^/    /'
   return $rc
@@ -204,7 +204,7 @@ eval_all() {  # side by side, one run per GPU (throughput needs the GPU to itsel
 # ------------------------------------------------------------------------------------------------ report
 report() {
   "$PY" -c "import sys; sys.modules['wandb'] = None; from mobilemamba.report import main; sys.exit(main(sys.argv[1:]))" "$RUNS"
-  [ -f "$WORK/timings.tsv" ] && awk -F'\t' '{ s += $2 * $3 } END { printf "GPU minutes for training so far: %.1f\n", s / 60 }' "$WORK/timings.tsv"
+  [ -f "$WORK/timings.tsv" ] && "$PY" benchmarks/gpu_minutes.py "$WORK/timings.tsv"
   if [ -n "${OUT:-}" ]; then
     cp "$RUNS"/report.md "$RUNS"/report.csv "$RUNS"/*.png "$OUT"/ 2>/dev/null
     cp "$WORK/timings.tsv" "$OUT"/ 2>/dev/null

@@ -210,3 +210,37 @@ def test_throughput_through_torch_compile_and_cuda_graph_needs_cuda():
     assert throughput(model, compile=True, compile_backend="eager", **kw) > 0
     with pytest.raises(ValueError, match="CUDA graph needs a CUDA device"):
         throughput(model, cuda_graph=True, **kw)
+
+
+def test_ieee_fp32_switches_tf32_off_inside_and_restores_the_flags_even_on_error():
+    from mobilemamba.engine.evaluate import ieee_fp32
+
+    def flags():
+        return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+    saved = flags()
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with pytest.raises(RuntimeError, match="inside"):
+            with ieee_fp32():
+                assert flags() == (False, False)
+                raise RuntimeError("inside")
+        assert flags() == (True, True)
+        with ieee_fp32(enabled=False):  # eval.py tf32=true
+            assert flags() == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_eval_tf32_must_be_true_or_false(tmp_path):
+    from omegaconf import OmegaConf
+
+    from mobilemamba.engine.config import ConfigError
+    from mobilemamba.engine.evalrun import _validate
+
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not read by the validation")
+    cfg = OmegaConf.create({"model": {"name": "mobilemamba_t2"}, "checkpoint": str(ckpt), "tf32": "yes",
+                            "data": {"loader": "synthetic", "root": None}})
+    with pytest.raises(ConfigError, match="tf32 must be true or false, got 'yes'"):
+        _validate(cfg)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from . import distributed as D
 from .config import ConfigError, check_data_paths, known_model_names, plain
-from .evaluate import evaluate, fuse_tolerance, fused_copy, max_abs_diff, rng_neutral_iter, throughput
+from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, max_abs_diff, rng_neutral_iter, throughput
 
 log = logging.getLogger("mobilemamba.engine")
 
@@ -28,6 +28,8 @@ def _validate(cfg: DictConfig) -> None:
         raise ConfigError("checkpoint is not set (pass checkpoint=/path/to/file)")
     if not Path(str(ckpt)).is_file():
         raise ConfigError(f"checkpoint: file not found: {ckpt}")
+    if not isinstance(cfg.get("tf32", False), bool):
+        raise ConfigError(f"tf32 must be true or false, got {cfg.get('tf32')!r}")
     check_data_paths(cfg.data)
 
 
@@ -49,7 +51,8 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     _validate(cfg)
     env = D.init_distributed(str(cfg.get("device", "auto")))
     try:
-        return _evaluate(cfg, out_dir, env)
+        with ieee_fp32(enabled=not cfg.get("tf32", False)):
+            return _evaluate(cfg, out_dir, env)
     finally:
         D.destroy_distributed()
 
@@ -122,6 +125,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path, env: D.DistEnv) -> dict[str, Any]:
         "throughput_cuda_graph": bool(tp_cfg.get("cuda_graph", False)),
         "device": str(device),
         "amp": amp,
+        "tf32": bool(cfg.get("tf32", False)),
         "world_size": env.world_size,
     }
     if env.is_main:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from typing import Any, Callable, ContextManager, Iterable
+from typing import Any, Callable, ContextManager, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -23,6 +23,25 @@ def rng_neutral_iter(loader: Iterable) -> Any:
     it = iter(loader)
     torch.set_rng_state(state)
     return it
+
+
+@contextlib.contextmanager
+def ieee_fp32(enabled: bool = True) -> Iterator[None]:
+    """fp32 convolutions and matmuls in IEEE fp32 inside the block (flags restored after).
+
+    PyTorch lets cuDNN run fp32 convolutions in TF32 by default (10-bit mantissa). The folded BN weights of a fused
+    model then round differently from conv + BN, the logits differ by ~1e-3 and a few near-tie images change class
+    (2 of 10,000 on CIFAR-10, H200); in IEEE fp32 fused and unfused agree image for image.
+    """
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @torch.no_grad()

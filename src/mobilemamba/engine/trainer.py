@@ -28,7 +28,7 @@ from . import faults
 from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, check_same_run, load_file, restore_rng
 from ..models.compiling import compile_model
 from .config import ConfigError, Phase, compile_how, lr_plan, plain, resolve_phases, should_evaluate
-from .evaluate import evaluate, fuse_tolerance, fused_copy, max_abs_diff, rng_neutral_iter
+from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, max_abs_diff, rng_neutral_iter
 from .nonfinite import locate_nonfinite
 from .optim import PhasedSchedule, build_optimizer
 from .preempt import Preempted, PreemptionHandler
@@ -688,7 +688,7 @@ class Trainer:
         return summary
 
     def _final_eval(self) -> dict[str, Any]:
-        """Unfused vs fused (model.fuse()) on the val set for raw and EMA weights; they must agree."""
+        """Unfused vs fused (model.fuse()) on the val set for raw and EMA weights, in IEEE fp32; they must agree."""
         kw = dict(device=self.device, autocast=contextlib.nullcontext, max_batches=self.t.get("eval_max_batches"))
         self._sync_ema_buffers()
         images, _ = next(rng_neutral_iter(self.val_loader))
@@ -696,13 +696,14 @@ class Trainer:
         for key, model in (("raw", self.model), ("ema", self.ema.module if self.ema is not None else None)):
             if model is None:
                 continue
-            unfused = evaluate(model, self.val_loader, **kw)
-            with preserved_rng():
-                fused = fused_copy(model)
-            diff = max_abs_diff(model, fused, images)
-            with torch.no_grad():
-                scale = model(images).float().abs().max().item()
-            fused_res = evaluate(fused, self.val_loader, **kw)
+            with ieee_fp32():  # not TF32: fused and unfused must agree on every image
+                unfused = evaluate(model, self.val_loader, **kw)
+                with preserved_rng():
+                    fused = fused_copy(model)
+                diff = max_abs_diff(model, fused, images)
+                with torch.no_grad():
+                    scale = model(images).float().abs().max().item()
+                fused_res = evaluate(fused, self.val_loader, **kw)
             agree = diff <= fuse_tolerance(scale)
             out[key] = {"top1": unfused["top1"], "top5": unfused["top5"], "fused_top1": fused_res["top1"],
                         "fused_top5": fused_res["top5"], "fused_max_abs_diff": diff, "fused_agree": agree,
