@@ -122,3 +122,28 @@ def test_bench_cli_writes_a_row_per_configuration(tmp_path):
                                                           ("train", "false"), ("train", "regional")]
     assert all(float(r["img_per_s"]) > 0 and float(r["setup_s"]) > 0 for r in rows)
     assert BenchConfig().batch == 256
+
+
+def test_the_fused_model_runs_the_haar_formulation_asked_for_and_the_row_records_it(monkeypatch):
+    """model.fuse() switches to the conv formulation; bench's wavelet=... must win over that."""
+    from mobilemamba.benchmark import run_one
+    from mobilemamba.models.wavelet import HaarTransform
+
+    seen = set()
+    dwt = HaarTransform.dwt
+    monkeypatch.setattr(HaarTransform, "dwt", lambda self, *a: (seen.add(self.impl), dwt(self, *a))[1])
+    cfg = BenchConfig(model="t2", mode="infer", fused=True, wavelet="shuffle", batch=2, amp="none", img_size=32,
+                      warmup=1, iters=1, repeats=1, device="cpu", scan_backend="torch",
+                      model_kwargs="embed_dim=16-32-48,depth=1-1-1")
+    row = run_one(cfg)
+    assert seen == {"shuffle"} and row.wavelet == "shuffle" and " shuffle " in format_table([row]).splitlines()[2]
+
+
+def test_csv_rows_written_before_the_haar_column_still_load(tmp_path):
+    path = tmp_path / "old.csv"
+    rows = [BenchResult("mobilemamba_t2", "infer", 192, 256, "bf16", True, "false", "-", False, True, False, "triton",
+                        1, 100.0, 90.0, 110.0, 1.0, 2.0, "gpu")]
+    write_csv(rows, path)
+    header, line = path.read_text().splitlines()
+    path.write_text(header.replace(",wavelet", "") + "\n" + line.rsplit(",", 1)[0] + "\n")
+    assert read_csv(path)[0].wavelet == "-"

@@ -5,7 +5,8 @@
 #   A: cifar10_b1 -> cifar10_t2_kd (needs b1's checkpoint)     B: cifar10_s6     C: cifar10_t2
 # with the train step compiled + CUDA graphs when gpu_session_k1.sh found that to work (/tmp/compile_mode).
 # Idempotent: the same command again resumes every unfinished run (rerun until it prints REPRO COMPLETE); once all
-# four runs are trained, each run's fused bf16 eval (accuracy + inference img/s) runs alone on the GPU. Brings
+# four runs are trained, each run's eval.py passes (fp32 unfused and fused: the same top-1? plus img/s) run alone on
+# the GPU (session K: two training calls, then a third for the evals). Brings
 # back logs, metrics and a tarball of the run directories without checkpoints (the report is drawn from it).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
@@ -20,7 +21,7 @@ if ! python3 -c "import nvidia.dali" 2>/dev/null; then
 fi
 [ -d /tmp/cifar10/train ] || { mkdir -p /tmp/cifar10 && tar -xzf .cifar/cifar10.tar.gz -C /tmp/cifar10; }
 echo "setup done after $(( $(date +%s) - T0 )) s; DALI $(python3 -c 'import nvidia.dali as d; print(d.__version__)')"
-export CIFAR10_ROOT=/tmp/cifar10 WORK=/tmp/repro EPOCH_SCALE=${EPOCH_SCALE:-0.5} EVAL_SPECS=eval_fused_bf16 \
+export CIFAR10_ROOT=/tmp/cifar10 WORK=/tmp/repro EPOCH_SCALE=${EPOCH_SCALE:-0.5} EVAL_SPECS="eval_unfused eval_fused" \
   COMPILE=$(cat /tmp/compile_mode 2>/dev/null || echo none) \
   EXTRA="trainer.channels_last=true data.dali_threads=4 trainer.log_every=10"
 echo "train step: COMPILE=$COMPILE"

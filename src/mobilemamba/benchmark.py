@@ -52,7 +52,7 @@ class BenchConfig:
     teacher: str = "tresnet_v2_l"
     data: str = "synthetic"
     scan_backend: str = "auto"
-    wavelet: str = "auto"  # pytorch_wavelets | conv | auto (conv when compiling: pywt breaks Dynamo's graphs)
+    wavelet: str = "auto"  # pytorch_wavelets | conv | shuffle | auto (conv when compiling: pywt breaks Dynamo's graphs)
     img_size: int = 0  # 0: the variant's own resolution
     warmup: int = 15
     iters: int = 20
@@ -104,6 +104,7 @@ class BenchResult:
     peak_mem_gib: float
     setup_s: float  # model compilation, graph capture and warm-up steps, wall clock
     device_name: str
+    wavelet: str = "-"  # the Haar step's formulation (models/wavelet.py); '-' in CSVs written before it was recorded
 
 
 def resolve_name(name: str) -> str:
@@ -306,7 +307,8 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     model = create_model(name, scan_backend=cfg.scan_backend, **_parse_model_kwargs(cfg.model_kwargs)).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    model.set_wavelet_impl(("conv" if cfg.compiling else "pytorch_wavelets") if cfg.wavelet == "auto" else cfg.wavelet)
+    wavelet = ("conv" if cfg.compiling else "pytorch_wavelets") if cfg.wavelet == "auto" else cfg.wavelet
+    model.set_wavelet_impl(wavelet)
     x = torch.randn(cfg.batch, 3, img_size, img_size, device=device).to(memory_format=memory_format)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if device.type == "cuda":
@@ -317,7 +319,7 @@ def run_one(cfg: BenchConfig) -> BenchResult:
         """The timed step, after its first call (compilation, cuDNN's algorithm search, graph capture)."""
         nonlocal model
         if cfg.mode == "infer":
-            model = model.fuse() if cfg.fused else model.eval()
+            model = model.fuse().set_wavelet_impl(wavelet) if cfg.fused else model.eval()  # fuse() picks conv
             forward = _forward_fn(_compile(model, cfg) if cfg.compiling else model, cfg, device)
             step = cuda_graph_step(forward, x, device) if cfg.cuda_graph else _inference_step(forward, x)
         else:
@@ -345,7 +347,7 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     return BenchResult(name, cfg.mode, img_size, cfg.batch, cfg.amp, cfg.fused and cfg.mode == "infer", cfg.compile,
                        cfg.compile_mode if cfg.compiling else "-", cfg.cuda_graph, cfg.channels_last, cfg.kd,
                        cfg.scan_backend, world, statistics.median(rates), min(rates), max(rates), peak, setup_s,
-                       torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+                       torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", wavelet)
 
 
 def expand(overrides: dict[str, str]) -> Iterator[BenchConfig]:
@@ -373,6 +375,9 @@ _SHORT_MODES = {"default": "default", "reduce-overhead": "red-ovh", "max-autotun
                 "max-autotune": "max-at", "-": "-"}
 
 
+_SHORT_HAAR = {"pytorch_wavelets": "pt_wav"}
+
+
 def _baseline_key(r: BenchResult) -> tuple:
     return r.model, r.mode, r.img_size, r.batch, r.amp, r.fused, r.channels_last, r.kd, r.scan_backend, r.world_size
 
@@ -382,7 +387,7 @@ def format_table(rows: list[BenchResult]) -> str:
     model and settings in `rows`, where there is one."""
     eager = {_baseline_key(r): r.img_per_s for r in rows if r.compile == "false" and not r.cuda_graph}
     head = f"{'model':<15}{'mode':<6}{'res':>5}{'batch':>6}{'amp':>6}{'fused':>6}{'compile':>9}{'cmode':>11}" \
-           f"{'graph':>6}{'cl':>4}{'kd':>4}{'scan':>8}{'gpus':>5}{'img/s':>10}{'min':>9}{'max':>9}{'x eager':>8}" \
+           f"{'graph':>6}{'cl':>4}{'kd':>4}{'scan':>8}{'haar':>9}{'gpus':>5}{'img/s':>10}{'min':>9}{'max':>9}{'x eager':>8}" \
            f"{'mem GiB':>9}{'setup s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -392,6 +397,7 @@ def format_table(rows: list[BenchResult]) -> str:
         lines.append(f"{r.model:<15}{r.mode:<6}{r.img_size:>5}{r.batch:>6}{r.amp:>6}{str(r.fused)[0]:>6}"
                      f"{comp:>9}{_SHORT_MODES.get(r.compile_mode, r.compile_mode):>11}{str(r.cuda_graph)[0]:>6}"
                      f"{str(r.channels_last)[0]:>4}{str(r.kd)[0]:>4}{r.scan_backend:>8}"
+                     f"{_SHORT_HAAR.get(r.wavelet, r.wavelet):>9}"
                      f"{r.world_size:>5}{r.img_per_s:>10.0f}{r.img_per_s_min:>9.0f}{r.img_per_s_max:>9.0f}"
                      f"{ratio:>8}{r.peak_mem_gib:>9.2f}{r.setup_s:>9.1f}")
     return "\n".join(lines)

@@ -160,8 +160,9 @@ def test_bf16_autocast_training_step_runs_and_gives_finite_gradients(wavelet_imp
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-def test_conv_wavelet_formulation_gives_the_same_model_and_traces_as_one_graph(tiny_model):
-    """`set_wavelet_impl('conv')` changes nothing numerically and lets torch.compile see one graph
+@pytest.mark.parametrize("impl", ["conv", "shuffle"])
+def test_conv_and_shuffle_wavelet_formulations_give_the_same_model_and_trace_as_one_graph(tiny_model, impl):
+    """`set_wavelet_impl('conv' | 'shuffle')` changes nothing numerically and lets torch.compile see one graph
     (pytorch_wavelets calls into pywt, which Dynamo cannot trace)."""
     import torch._dynamo as dynamo
 
@@ -169,7 +170,7 @@ def test_conv_wavelet_formulation_gives_the_same_model_and_traces_as_one_graph(t
     tiny_model.eval()
     with torch.no_grad():
         ref = tiny_model(x)
-        out = tiny_model.set_wavelet_impl("conv")(x)
+        out = tiny_model.set_wavelet_impl(impl)(x)
     assert torch.allclose(out, ref, atol=1e-5)
     explained = dynamo.explain(tiny_model)(x)
     assert explained.graph_break_count == 0

@@ -1,4 +1,5 @@
-"""The Haar step through pytorch_wavelets equals the reference's conv formulation, odd sizes included."""
+"""The Haar step through pytorch_wavelets, the reference's conv formulation and the pixel-shuffle one agree, odd sizes
+included."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,3 +47,19 @@ def test_inverse_reconstructs_even_inputs_and_gradients_flow():
 def test_unknown_impl_is_an_error():
     with pytest.raises(ValueError, match="wavelet impl"):
         HaarTransform("fft")
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 7), (6, 9), (1, 2)])
+def test_the_pixel_shuffle_formulation_equals_the_conv_one_forward_and_backward(size):
+    """With filters that differ per channel (a checkpoint's buffers are honoured, not assumed to be Haar)."""
+    filters = haar_filters(3) * torch.linspace(0.5, 1.5, 12).view(12, 1, 1, 1)
+    x = torch.randn(2, 3, *size, requires_grad=True)
+    coeffs = torch.randn(2, 12, (size[0] + 1) // 2, (size[1] + 1) // 2, requires_grad=True)
+    outs = {}
+    for impl in ("conv", "shuffle"):
+        t = HaarTransform(impl)
+        bands, image = t.dwt(x, filters), t.idwt(coeffs, filters, size)
+        grads = torch.autograd.grad((bands * bands.detach()).sum() + (image ** 3).sum(), (x, coeffs))
+        outs[impl] = (bands, image, *grads)
+    for conv, shuffle in zip(outs["conv"], outs["shuffle"]):
+        assert shuffle.shape == conv.shape and torch.allclose(shuffle, conv, atol=1e-5)

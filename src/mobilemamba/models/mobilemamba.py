@@ -209,10 +209,11 @@ class MobileMamba(nn.Module):
         self.grad_checkpointing = enable
 
     def set_wavelet_impl(self, impl: str) -> "MobileMamba":
-        """Switch every Haar step between 'pytorch_wavelets' and the equal 'conv' formulation.
+        """Switch every Haar step between 'pytorch_wavelets' and the equal 'conv' and 'shuffle' formulations.
 
         'conv' is two grouped convs per step and traces under torch.compile without graph breaks
-        (pytorch_wavelets calls into pywt, which Dynamo cannot trace).
+        (pytorch_wavelets calls into pywt, which Dynamo cannot trace); 'shuffle' traces too, as reshapes and
+        elementwise arithmetic the compiler can fuse (models/wavelet.py).
         """
         for m in self.modules():
             if isinstance(m, HaarTransform):

@@ -2,10 +2,14 @@
 
 Subband order, for input channel c, is channel 4c + k with k = [LL, LH, HL, HH]: the filters
 0.5·[[1,1],[1,1]], 0.5·[[1,1],[-1,-1]], 0.5·[[1,-1],[1,-1]], 0.5·[[1,-1],[-1,1]] of the published model.
-Two equal formulations:
+Three equal formulations:
 - `pytorch_wavelets` (DWTForward/DWTInverse low-level filter banks, J=1, haar), the default;
 - `conv`: the reference's stride-2 grouped conv with those filters and its transpose (fewer kernels; used by
-  the fused inference model and for export).
+  the fused inference model and for export);
+- `shuffle`: pixel_unshuffle, then each channel's four pixels of a 2×2 block mixed into its four subbands by the
+  same filters (and the transpose mix, then pixel_shuffle, for the inverse): reshapes and elementwise arithmetic
+  only, which torch.compile can fuse with the neighbouring scale and add instead of calling two grouped cuDNN
+  convolutions. Slower eager (a broadcast product); meant for compiled models, e.g. `bench.py wavelet=shuffle`.
 Odd sizes are zero-padded bottom/right by one before the transform and cropped after the inverse.
 """
 from __future__ import annotations
@@ -22,7 +26,7 @@ with warnings.catch_warnings():  # pytorch_wavelets imports the deprecated pkg_r
     warnings.simplefilter("ignore", UserWarning)
     from pytorch_wavelets.dwt import lowlevel
 
-WAVELET_IMPLS = ("pytorch_wavelets", "conv")
+WAVELET_IMPLS = ("pytorch_wavelets", "conv", "shuffle")
 
 
 def haar_filters(channels: int) -> torch.Tensor:
@@ -45,6 +49,11 @@ def pad_to_even(x: torch.Tensor) -> torch.Tensor:
     if h % 2 or w % 2:
         x = F.pad(x, (0, w % 2, 0, h % 2))
     return x
+
+
+def _block_mix(filters: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """(1, C, 4 subbands, 4 block pixels, 1, 1): filters[4c + k, 0, a, b] at [0, c, k, 2a + b]."""
+    return filters.to(dtype).reshape(1, channels, 4, 4, 1, 1)
 
 
 class HaarTransform(nn.Module):
@@ -76,6 +85,9 @@ class HaarTransform(nn.Module):
         b, c, h, w = x.shape
         if self.impl == "conv":
             return F.conv2d(x, filters.to(x.dtype), stride=2, groups=c)
+        if self.impl == "shuffle":  # block pixel p = 2a + b of channel c is channel 4c + p after the unshuffle
+            pixels = F.pixel_unshuffle(x, 2).reshape(b, c, 1, 4, h // 2, w // 2)
+            return (_block_mix(filters, c, x.dtype) * pixels).sum(3).reshape(b, 4 * c, h // 2, w // 2)
         # pytorch_wavelets' backward runs outside autocast: compute in the input's dtype, autocast off
         f = [t.to(x.dtype) for t in (self.h0_row, self.h1_row, self.h0_col, self.h1_col)]
         with _autocast_off(x.device.type):
@@ -88,6 +100,10 @@ class HaarTransform(nn.Module):
         c = c4 // 4
         if self.impl == "conv":
             x = F.conv_transpose2d(coeffs, filters.to(coeffs.dtype), stride=2, groups=c)
+        elif self.impl == "shuffle":
+            bands = coeffs.reshape(b, c, 4, 1, h, w)
+            pixels = (_block_mix(filters, c, coeffs.dtype) * bands).sum(2)
+            x = F.pixel_shuffle(pixels.reshape(b, 4 * c, h, w), 2)
         else:
             bands = coeffs.reshape(b, c, 4, h, w)
             g = [t.to(coeffs.dtype) for t in (self.g0_row, self.g1_row, self.g0_col, self.g1_col)]
