@@ -2,8 +2,12 @@
 
 Importing this package registers `mobilemamba_{t2,t4,s6,b1,b2,b4}` with timm.
 """
-from .backbone import create_backbone
-from .models import VARIANTS, CheckpointError, MobileMamba, create_model, fuse_model_copy, load_checkpoint
+from ._lazy import defer_import
+
+defer_import("wandb")  # before timm, which imports it eagerly  # noqa: E402
+
+from .backbone import create_backbone  # noqa: E402
+from .models import VARIANTS, CheckpointError, MobileMamba, create_model, fuse_model_copy, load_checkpoint  # noqa: E402
 
 __version__ = "0.1.0"
 
