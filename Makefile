@@ -22,12 +22,9 @@ test: setup
 # MobileMamba-T2 trained from scratch at 32 px for 2 epochs on CPU, then evaluated fused (final raw weights).
 DEMO_CACHE ?= .cache
 DEMO_DIR   ?= outputs/demo
-# timm imports wandb when installed (~20 s of start-up); the demo never logs to wandb
-NOWANDB    := import sys; sys.modules["wandb"] = None; import runpy; sys.argv[0] = "mobilemamba.data.prepare";
 
 demo: setup
-	$(PY) -c '$(NOWANDB) runpy.run_module("mobilemamba.data.prepare", run_name="__main__")' \
-		fashion-mnist $(DEMO_CACHE)/fashion_mnist --per-class 300 --val-per-class 50
+	$(PY) -m mobilemamba.data.prepare fashion-mnist $(DEMO_CACHE)/fashion_mnist --per-class 300 --val-per-class 50
 	MOBILEMAMBA_CACHE=$(DEMO_CACHE) $(PY) train.py experiment=demo hydra.run.dir=$(DEMO_DIR)
 	MOBILEMAMBA_CACHE=$(DEMO_CACHE) $(PY) eval.py model=t2 model.img_size=32 data=fashion_mnist \
 		checkpoint=$(DEMO_DIR)/last.ckpt ema=false fuse=true hydra.run.dir=$(DEMO_DIR)/eval

@@ -3,8 +3,6 @@
 Accepts this project's checkpoints (dict with model/ema) and published ones (raw state dict, 'net', 'net_E').
 Writes results.json (top1, top5, fused, fused_max_abs_diff, images, throughput) in the output dir.
 """
-import sys
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -12,8 +10,6 @@ from omegaconf import DictConfig
 
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if not cfg.get("logger", {}).get("wandb", False):
-        sys.modules.setdefault("wandb", None)  # timm imports wandb if present: ~20 s of startup for nothing
     from mobilemamba.engine import run_eval
 
     run_eval(cfg, HydraConfig.get().runtime.output_dir)

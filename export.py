@@ -7,7 +7,6 @@ import warnings
 
 if __name__ == "__main__":
     warnings.filterwarnings("ignore", message=".*pkg_resources.*")  # pytorch_wavelets' import
-    sys.modules.setdefault("wandb", None)  # timm imports wandb if present: ~20 s of startup for nothing
     from mobilemamba.export.cli import main
 
     sys.exit(main())

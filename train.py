@@ -3,8 +3,6 @@
 Multi-GPU: `torchrun --nproc_per_node=8 train.py experiment=...` (all ranks share outputs/<name>/).
 Rerunning the same command resumes from outputs/<name>/last.ckpt. Exit code 75 = preempted, rerun to resume.
 """
-import sys
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -12,8 +10,6 @@ from omegaconf import DictConfig
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if not cfg.get("logger", {}).get("wandb", False):
-        sys.modules.setdefault("wandb", None)  # timm imports wandb if present: ~20 s of startup for nothing
     from mobilemamba.engine import run_training
 
     run_training(cfg, HydraConfig.get().runtime.output_dir)

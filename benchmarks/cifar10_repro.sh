@@ -203,7 +203,7 @@ eval_all() {  # side by side, one run per GPU (throughput needs the GPU to itsel
 
 # ------------------------------------------------------------------------------------------------ report
 report() {
-  "$PY" -c "import sys; sys.modules['wandb'] = None; from mobilemamba.report import main; sys.exit(main(sys.argv[1:]))" "$RUNS"
+  "$PY" -m mobilemamba.report "$RUNS"
   [ -f "$WORK/timings.tsv" ] && "$PY" benchmarks/gpu_minutes.py "$WORK/timings.tsv"
   if [ -n "${OUT:-}" ]; then
     cp "$RUNS"/report.md "$RUNS"/report.csv "$RUNS"/*.png "$OUT"/ 2>/dev/null

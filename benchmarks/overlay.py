@@ -13,9 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.modules.setdefault("wandb", None)  # timm imports wandb eagerly when installed: seconds per process
-
-from mobilemamba.engine.runlog import read_metrics  # noqa: E402
+from mobilemamba.engine.runlog import read_metrics
 
 
 def train_losses(run_dir: Path) -> dict[int, dict]:

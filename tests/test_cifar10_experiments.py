@@ -3,7 +3,6 @@ recipe scaled down, identical for the three sizes, and the KD run differs from c
 and its length."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from mobilemamba.engine.config import lr_plan, resolve_phases, validate_train_config
-
-if "wandb" not in sys.modules:  # timm imports wandb when installed (~20 s); nothing here logs to wandb
-    sys.modules["wandb"] = None  # type: ignore[assignment]
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SIZES = {"t2": "mobilemamba_t2", "s6": "mobilemamba_s6", "b1": "mobilemamba_b1"}

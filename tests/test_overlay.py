@@ -1,11 +1,8 @@
 """benchmarks/overlay.py: two runs' per-update losses side by side (the check that a fast path trains the same)."""
 import json
-import sys
 from pathlib import Path
 
-sys.modules.setdefault("wandb", None)
-
-from tests.benchmark_scripts import load_benchmark  # noqa: E402
+from tests.benchmark_scripts import load_benchmark
 
 
 def _run(tmp: Path, name: str, losses: list[float], ips: float, skipped: tuple = ()) -> Path:

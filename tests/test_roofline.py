@@ -1,11 +1,8 @@
 """benchmarks/roofline.py: the per-stage floors count the whole model (its FLOPs match the published counter)."""
-import sys
 
 import torch
 
-sys.modules.setdefault("wandb", None)  # timm imports wandb eagerly when installed: seconds per process
-
-from tests.benchmark_scripts import load_benchmark  # noqa: E402
+from tests.benchmark_scripts import load_benchmark
 
 
 def test_stage_floors_cover_the_whole_model_and_match_the_flop_count():

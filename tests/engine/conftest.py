@@ -2,14 +2,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-# timm imports wandb when it is installed (~20 s on a small CPU box); these tests never log to wandb
-if "wandb" not in sys.modules:
-    sys.modules["wandb"] = None  # type: ignore[assignment]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # for fault_helpers, whatever pytest's import mode
-if "wandb" not in sys.modules:
-    sys.modules["wandb"] = None  # type: ignore[assignment]  # timm would spend seconds importing it
 
 import fault_helpers as H  # noqa: E402
 
