@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .models import VARIANTS, create_model
-from .models.compiling import COMPILE_MODES, compile_model, cuda_graph_step
+from .models.compiling import COMPILE_MODES, COMPILED_WAVELET, compile_model, cuda_graph_step
 
 SHORT_NAMES = {name.split("_")[-1]: name for name in VARIANTS}
 COMPILE_CHOICES = ("false", "true", "regional")  # none | the whole model | each block
@@ -52,7 +52,7 @@ class BenchConfig:
     teacher: str = "tresnet_v2_l"
     data: str = "synthetic"
     scan_backend: str = "auto"
-    wavelet: str = "auto"  # pytorch_wavelets | conv | shuffle | auto (conv when compiling: pywt breaks Dynamo's graphs)
+    wavelet: str = "auto"  # pytorch_wavelets | conv | shuffle | auto (shuffle when compiling: pywt breaks Dynamo's graphs)
     img_size: int = 0  # 0: the variant's own resolution
     warmup: int = 15
     iters: int = 20
@@ -236,7 +236,7 @@ def _time_runs(step: Callable[[], None], cfg: BenchConfig, device: torch.device)
 def _compile(module: nn.Module, cfg: BenchConfig, model: Optional[nn.Module] = None) -> nn.Module:
     """`module` compiled as cfg says (see mobilemamba.models.compiling); `model` is the MobileMamba inside it."""
     how = "whole" if cfg.compile == "true" else "regional"
-    # the Haar implementation was set from cfg.wavelet (conv unless one is asked for)
+    # the Haar implementation was set from cfg.wavelet (COMPILED_WAVELET unless one is asked for)
     return compile_model(module, model or module, how, cfg.compile_mode, cfg.compile_backend, wavelet=None)
 
 
@@ -307,7 +307,7 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     model = create_model(name, scan_backend=cfg.scan_backend, **_parse_model_kwargs(cfg.model_kwargs)).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    wavelet = ("conv" if cfg.compiling else "pytorch_wavelets") if cfg.wavelet == "auto" else cfg.wavelet
+    wavelet = (COMPILED_WAVELET if cfg.compiling else "pytorch_wavelets") if cfg.wavelet == "auto" else cfg.wavelet
     model.set_wavelet_impl(wavelet)
     x = torch.randn(cfg.batch, 3, img_size, img_size, device=device).to(memory_format=memory_format)
     world = int(os.environ.get("WORLD_SIZE", "1"))

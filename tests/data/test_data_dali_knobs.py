@@ -22,9 +22,12 @@ BASE = {"loader": "dali", "root": "/x"}
 def test_knob_defaults_types_and_the_older_prefetch_key():
     p = DataParams.from_cfg(BASE)
     assert (p.dali_hw_decoder_load, p.dali_prefetch, p.dali_preallocate_width_hint, p.dali_preallocate_height_hint,
-            p.dali_roi_decode, p.dali_zero_copy) == (DALI_HW_DECODER_LOAD, 2, 5980, 6430, True, True)  # fmt: skip
+            p.dali_roi_decode, p.dali_zero_copy, p.dali_randaug, p.dali_thread) == (
+        DALI_HW_DECODER_LOAD, 4, 5980, 6430, True, True, "torch", None)  # fmt: skip
     assert DataParams.from_cfg({**BASE, "prefetch": 3}).dali_prefetch == 3  # the older key
-    assert DataParams.from_cfg({**BASE, "prefetch": 3, "dali_prefetch": 4}).prefetch == 4
+    assert DataParams.from_cfg({**BASE, "prefetch": 3, "dali_prefetch": 5}).prefetch == 5
+    assert DataParams.from_cfg({**BASE, "dali_thread": "auto"}).dali_thread is None
+    assert DataParams.from_cfg({**BASE, "dali_thread": "false"}).dali_options()["thread"] is False
     p = DataParams.from_cfg(OmegaConf.create({**BASE, "dali_hw_decoder_load": "0.5", "dali_roi_decode": "false",
                                               "dali_prefetch": 3.0, "dali_preallocate_width_hint": 0}))  # fmt: skip
     opts = p.dali_options()
@@ -82,8 +85,8 @@ def _no_source():
 
 @pytest.mark.parametrize("roi", [True, False], ids=["roi-decode", "whole-decode"])
 def test_the_knobs_reach_the_gpu_pipelines(roi):
-    common = dict(img_size=32, mean=(0.0,) * 3, std=(1.0,) * 3, device_id=0, num_threads=1, seed=0, prefetch=3,
-                  hw_decoder_load=0.25, preallocate_hint=(100, 200), build=False)  # fmt: skip
+    common = dict(img_size=32, device_id=0, num_threads=1, seed=0, prefetch=3, hw_decoder_load=0.25,
+                  preallocate_hint=(100, 200), build=False)  # fmt: skip
     train = train_pipeline(_no_source, batch_size=4, aug=AugParams(auto_augment=None, reprob=0.0), roi_decode=roi,
                            **common)
     spec = _decoder_spec(train)
@@ -91,7 +94,8 @@ def test_the_knobs_reach_the_gpu_pipelines(roi):
     assert "preallocate_width_hint: 100" in spec and "preallocate_height_hint: 200" in spec
     assert spec.startswith("OpSpec for decoders__ImageRandomCrop") == roi
     assert train.prefetch_queue_depth == 3
-    val = val_pipeline(_no_source, batch_size=4, crop_pct=0.875, interpolation="bicubic", **common)
+    val = val_pipeline(_no_source, batch_size=4, crop_pct=0.875, interpolation="bicubic", mean=(0.0,) * 3,
+                       std=(1.0,) * 3, **common)  # fmt: skip
     assert "hw_decoder_load: 0.25" in _decoder_spec(val) and val.prefetch_queue_depth == 3
 
 

@@ -33,6 +33,16 @@ def test_val_pipeline_gives_normalized_centre_crops_and_a_short_last_batch(jpeg_
         check_batch(x, y, len(y))
 
 
+def test_the_prefetch_thread_delivers_the_same_batches(jpeg_folder):
+    _, plain = build_loaders(dali_cfg(jpeg_folder, dali_thread=False), NO_AUG, **loader_kwargs())
+    _, threaded = build_loaders(dali_cfg(jpeg_folder, dali_thread="true"), NO_AUG, **loader_kwargs())
+    assert threaded.thread and not plain.thread
+    pairs = list(zip(plain, threaded))
+    assert len(pairs) == len(plain) and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
+    with pytest.raises(DatasetError, match="data.dali_thread must be true or false .or auto., got 'sometimes'"):
+        build_loaders(dali_cfg(jpeg_folder, dali_thread="sometimes"), NO_AUG, **loader_kwargs())
+
+
 def test_dali_val_matches_the_torch_val_pipeline(jpeg_folder):
     """Same files, same labels, same order; pixels agree up to resize/JPEG-decoder differences."""
     _, dv = build_loaders(dali_cfg(jpeg_folder), NO_AUG, **loader_kwargs())
@@ -55,8 +65,9 @@ def test_val_sharding_evaluates_every_image_exactly_once(jpeg_folder, world_size
     assert per_class.tolist() == [2 * PER_CLASS_VAL] * NUM_CLASSES
 
 
-def test_train_epochs_are_exact_and_follow_the_torch_loader_order(jpeg_folder):
-    train, _ = build_loaders(dali_cfg(jpeg_folder), NO_AUG, **loader_kwargs())
+@pytest.mark.parametrize("thread", [False, True], ids=["main-thread", "prefetch-thread"])
+def test_train_epochs_are_exact_and_follow_the_torch_loader_order(jpeg_folder, thread):
+    train, _ = build_loaders(dali_cfg(jpeg_folder, dali_thread=thread), NO_AUG, **loader_kwargs())
     torch_train, _ = build_loaders({**dali_cfg(jpeg_folder), "loader": "torch", "workers": 0}, NO_AUG, **loader_kwargs())
     assert len(train) == NUM_CLASSES * PER_CLASS_TRAIN // 4
     for epoch in (0, 1):
@@ -68,8 +79,9 @@ def test_train_epochs_are_exact_and_follow_the_torch_loader_order(jpeg_folder):
             assert torch.equal(y, yt)
 
 
-def test_resume_and_early_stop_keep_epochs_exact(jpeg_folder):
-    train, _ = build_loaders(dali_cfg(jpeg_folder), NO_AUG, **loader_kwargs())
+@pytest.mark.parametrize("thread", [False, True], ids=["main-thread", "prefetch-thread"])
+def test_resume_and_early_stop_keep_epochs_exact(jpeg_folder, thread):
+    train, _ = build_loaders(dali_cfg(jpeg_folder, dali_thread=thread), NO_AUG, **loader_kwargs())
     train.set_epoch(2)
     full = [y for _, y in train]
     train.set_epoch(2, start_batch=5)
@@ -84,8 +96,9 @@ def test_resume_and_early_stop_keep_epochs_exact(jpeg_folder):
     assert all(torch.equal(a, b) for a, b in zip(again, full)) and len(again) == len(full)
 
 
-def test_undecodable_file_raises_an_error_naming_it(broken_folder):
-    train, _ = build_loaders(dali_cfg(broken_folder["root"]), NO_AUG, **loader_kwargs(batch_size=8))
+@pytest.mark.parametrize("thread", [False, True], ids=["main-thread", "prefetch-thread"])
+def test_undecodable_file_raises_an_error_naming_it(broken_folder, thread):
+    train, _ = build_loaders(dali_cfg(broken_folder["root"], dali_thread=thread), NO_AUG, **loader_kwargs(batch_size=8))
     with pytest.raises(DatasetError, match=r"zz_(truncated|not_an_image)\.jpg"):
         for epoch in range(4):  # the bad files are in some batch of every epoch (33 files, 4 batches of 8)
             train.set_epoch(epoch)
@@ -105,9 +118,11 @@ def test_exclusion_list_from_the_check_makes_the_folder_usable(broken_folder, tm
 
 
 @pytest.mark.slow
-def test_full_recipe_pipeline_with_randaugment_and_erasing(jpeg_folder):
-    """RandAugment (timm's rand-m9-mstd0.5-inc1 rebuilt in DALI) + random erasing on the batch."""
-    train, _ = build_loaders(dali_cfg(jpeg_folder), {}, **loader_kwargs(batch_size=8, channels_last=True))
+@pytest.mark.parametrize("where", ["torch", "dali"])
+def test_full_recipe_pipeline_with_randaugment_and_erasing(jpeg_folder, where):
+    """timm's rand-m9-mstd0.5-inc1, batched in torch after DALI (default) or rebuilt in DALI, + random erasing."""
+    cfg = dali_cfg(jpeg_folder, dali_randaug=where)
+    train, _ = build_loaders(cfg, {}, **loader_kwargs(batch_size=8, channels_last=True))
     n = 0
     for x, y in train:
         assert x.shape == (8, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
@@ -120,6 +135,8 @@ def test_full_recipe_pipeline_with_randaugment_and_erasing(jpeg_folder):
 def test_bad_dali_settings_are_named(jpeg_folder):
     with pytest.raises(DatasetError, match="dali_device=gpu"):
         build_loaders(dali_cfg(jpeg_folder, dali_device="gpu"), NO_AUG, **loader_kwargs())
+    with pytest.raises(DatasetError, match="data.dali_randaug must be torch or dali, got 'gpu'"):
+        build_loaders(dali_cfg(jpeg_folder, dali_randaug="gpu"), NO_AUG, **loader_kwargs())
     with pytest.raises(DatasetError, match="inc1"):
         train, _ = build_loaders(dali_cfg(jpeg_folder), {"auto_augment": "rand-m9-mstd0.5"}, **loader_kwargs())
         next(iter(train))
@@ -130,3 +147,21 @@ def test_a_train_split_smaller_than_a_batch_fails_only_when_iterated(jpeg_folder
     assert len(train) == 0 and sum(len(y) for _, y in val) == NUM_CLASSES * PER_CLASS_VAL
     with pytest.raises(DatasetError, match="fewer than one batch of 64"):
         next(iter(train))
+
+
+def test_the_torch_tail_normalizes_uint8_batches_and_leaves_dalis_buffer_alone():
+    """DALI hands over uint8 CHW; RandAugment, normalization and erasing follow in torch on the device batch."""
+    from mobilemamba.data.batch_randaug import BatchRandAugment
+    from mobilemamba.data.dali_loader import DeviceTrainTail
+    from mobilemamba.data.randaug_spec import parse_rand_augment
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    images = torch.randint(0, 256, (6, 3, 20, 24), dtype=torch.uint8)
+    before = images.clone()
+    plain = DeviceTrainTail(mean, std, channels_last=True)(images)
+    expected = (images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert plain.dtype == torch.float32 and plain.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(plain, expected, rtol=1e-6, atol=1e-5)
+    ra = BatchRandAugment(parse_rand_augment("rand-m9-mstd0.5-inc1-p1.0"), seed=0)  # every image changed
+    augmented = DeviceTrainTail(mean, std, randaug=ra)(images)
+    assert torch.equal(images, before) and not torch.equal(augmented, expected)

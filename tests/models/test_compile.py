@@ -106,3 +106,19 @@ def test_triton_scan_ops_pass_opcheck_and_compile_as_one_graph_in_the_triton_int
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=500)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_compile_model_switches_the_haar_step_to_the_fusable_shuffle_form_unless_told_to_keep_it():
+    """Measured faster when compiled (benchmarks/results/session_l); wavelet=None keeps the caller's choice."""
+    from mobilemamba.models.compiling import COMPILED_WAVELET, compile_model
+    from mobilemamba.models.wavelet import HaarTransform
+
+    def impls(m: torch.nn.Module) -> set[str]:
+        return {mod.impl for mod in m.modules() if isinstance(mod, HaarTransform)}
+
+    model = tiny("torch").set_wavelet_impl("pytorch_wavelets")
+    compile_model(model, model, "whole", backend="eager")  # wraps lazily: nothing is traced here
+    assert COMPILED_WAVELET == "shuffle" and impls(model) == {"shuffle"}
+    model.set_wavelet_impl("conv")
+    compile_model(model, model, "regional", backend="eager", wavelet=None)
+    assert impls(model) == {"conv"}

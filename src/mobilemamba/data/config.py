@@ -13,6 +13,8 @@ DALI_HW_DECODER_LOAD = 0.9
 
 # "folder" is an alias of "torch"; "auto" is "dali" on a CUDA device when DALI is installed, else "torch"
 LOADERS = ("auto", "torch", "folder", "dali", "synthetic")
+# where the DALI loader runs RandAugment: on the device batch in torch (batch_randaug.py), or in DALI's pipeline
+DALI_RANDAUGS = ("torch", "dali")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -86,12 +88,14 @@ class DataParams:
     dali_threads: Optional[int] = None  # None or 0: the cores of this process / local ranks
     # DALI pipeline / nvJPEG knobs (documented in conf/data/imagenet.yaml); only dali_prefetch and
     # dali_roi_decode also apply to CPU decoding, the others go to the ``mixed`` (GPU) decoders alone
-    dali_prefetch: int = 2  # prefetch_queue_depth; the older key ``prefetch`` is read when this one is absent
+    dali_prefetch: int = 4  # prefetch_queue_depth; the older key ``prefetch`` is read when this one is absent
     dali_hw_decoder_load: float = DALI_HW_DECODER_LOAD
     dali_preallocate_width_hint: int = 5980  # NVIDIA's ImageNet example (largest ImageNet image); 0 = none
     dali_preallocate_height_hint: int = 6430
     dali_roi_decode: bool = True  # decode only the random crop (False: decode whole, then crop + resize)
     dali_zero_copy: bool = True  # GPU outputs handed to torch on its stream via DLPack (False: host-synced copy)
+    dali_randaug: str = "torch"  # torch: batched on the device after DALI (batch_randaug.py) | dali: in the pipeline
+    dali_thread: Optional[bool] = None  # hand-off + torch tail in a background thread; None (auto) = on CUDA only
 
     @classmethod
     def from_cfg(cls, data_cfg: Any) -> "DataParams":
@@ -111,6 +115,8 @@ class DataParams:
             raise DatasetError(f"data.root is not set (needed by data.loader={p.loader})")
         if p.dali_device not in ("auto", "gpu", "cpu"):
             raise DatasetError(f"data.dali_device must be auto, gpu or cpu, got {p.dali_device!r}")
+        if p.dali_randaug not in DALI_RANDAUGS:
+            raise DatasetError(f"data.dali_randaug must be torch or dali, got {p.dali_randaug!r}")
         if p.num_classes is not None and int(p.num_classes) < 1:
             raise DatasetError(f"data.num_classes must be >= 1, got {p.num_classes}")
         if not 0.0 <= p.dali_hw_decoder_load <= 1.0:
@@ -137,12 +143,14 @@ class DataParams:
             preallocate_hint=(self.dali_preallocate_width_hint, self.dali_preallocate_height_hint),
             roi_decode=self.dali_roi_decode,
             zero_copy=self.dali_zero_copy,
+            randaug=self.dali_randaug,
+            thread=self.dali_thread,
         )
 
 
 # the DALI knobs are checked and converted here (the other keys keep their values as given)
 _INT_KEYS = ("dali_threads", "dali_prefetch", "dali_preallocate_width_hint", "dali_preallocate_height_hint")
-_BOOL_KEYS = ("dali_roi_decode", "dali_zero_copy")
+_BOOL_KEYS = ("dali_roi_decode", "dali_zero_copy", "dali_thread")
 
 
 def _typed(key: str, value: Any) -> Any:
@@ -157,6 +165,8 @@ def _typed(key: str, value: Any) -> Any:
                 raise ValueError
             return float(value)
         if key in _BOOL_KEYS:
+            if key == "dali_thread" and isinstance(value, str) and value.lower() == "auto":
+                return None
             if isinstance(value, str) and value.lower() in ("true", "false"):
                 return value.lower() == "true"
             if not isinstance(value, (bool, int)) or value not in (0, 1):
@@ -164,5 +174,6 @@ def _typed(key: str, value: Any) -> Any:
             return bool(value)
     except (TypeError, ValueError, OverflowError):
         kind = "an integer" if key in _INT_KEYS else "true or false" if key in _BOOL_KEYS else "a number"
+        kind += " (or auto)" if key == "dali_thread" else ""
         raise DatasetError(f"data.{key} must be {kind}, got {value!r}") from None
     return value

@@ -8,9 +8,13 @@ wrap-around: ``len(loader)`` batches per epoch, resume inside an epoch just star
 ``start_batch`` (skipped batches are never read), and val sharding is exact (the last batch is short).
 
 Train: decode with random-area crop (``aug.scale``, ``aug.ratio``) → resize (bilinear or bicubic at random for
-``train_interpolation=random``) → timm-like RandAugment (``dali_randaug.py``) → flip + normalize to float
-CHW → random erasing on the device batch (``erasing.py``, timm's distribution). Val: resize the shorter side to
-``int(size / crop_pct)`` (bicubic), centre crop, normalize.
+``train_interpolation=random``) → flip → uint8 CHW out of DALI; then, in torch on the device batch
+(:class:`DeviceTrainTail`): timm's RandAugment (``batch_randaug.py``, one batched pass per op) → normalize →
+random erasing (``erasing.py``, timm's distribution). ``data.dali_randaug=dali`` runs RandAugment inside the
+pipeline instead (``dali_randaug.py``: DALI's per-sample conditional ops, ~23 ms per 256-image batch on an H200
+against ~7 ms of launches for the batched one). On CUDA a background thread (``prefetch.py``, ``data.dali_thread``)
+runs the hand-off and the torch tail ahead of the consumer. Val: resize the shorter side to ``int(size / crop_pct)``
+(bicubic), centre crop, normalize, all in DALI.
 
 GPU decoding (``mixed``) splits the JPEGs between the GPU's hardware decoder (A100/H100/H200:
 ``hw_decoder_load``, the share it gets) and nvJPEG's CUDA path, whose Huffman stage runs in the pipeline's CPU
@@ -34,9 +38,12 @@ import numpy as np
 import torch
 
 from .base import BatchLoader
-from .config import DALI_HW_DECODER_LOAD, AugParams
+from .config import DALI_HW_DECODER_LOAD, DALI_RANDAUGS, AugParams
+from .batch_randaug import BatchRandAugment
 from .erasing import BatchRandomErasing
 from .folder import DatasetError, FolderSplit
+from .prefetch import prefetch_in_thread
+from .randaug_spec import parse_rand_augment
 from .sampling import too_small_message, train_batches, train_batches_per_epoch, val_batches
 from .torch_loader import eval_resize_size, load_rgb
 
@@ -115,8 +122,6 @@ def train_pipeline(
     batch_size: int,
     img_size: int,
     aug: AugParams,
-    mean: Sequence[float],
-    std: Sequence[float],
     device_id: Optional[int],
     num_threads: int,
     seed: int,
@@ -124,15 +129,20 @@ def train_pipeline(
     hw_decoder_load: float = DALI_HW_DECODER_LOAD,
     preallocate_hint: tuple[int, int] = PREALLOCATE_HINT,
     roi_decode: bool = True,
+    randaug_in_pipeline: bool = False,
     build: bool = True,
 ):
-    """A train pipeline reading the batches ``source`` gives (outputs: float CHW images, int32 labels); built
-    unless ``build=False`` (the graph is defined either way)."""
+    """A train pipeline reading the batches ``source`` gives (outputs: uint8 CHW images, flipped, not normalized;
+    int32 labels); RandAugment runs in it only with ``randaug_in_pipeline``. Built unless ``build=False`` (the
+    graph is defined either way)."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from .dali_randaug import parse_rand_augment, timm_rand_augment
+    from .dali_randaug import timm_rand_augment
 
-    ra = parse_rand_augment(aug.auto_augment) if aug.auto_augment else None
+    ra = parse_rand_augment(aug.auto_augment) if aug.auto_augment and randaug_in_pipeline else None
+    if ra is not None and ra.magnitude_std == float("inf"):
+        raise DatasetError(f"aug.auto_augment={aug.auto_augment!r}: uniform magnitude (mstd=inf) is not supported "
+                           "by DALI's RandAugment (data.dali_randaug=torch supports it)")
 
     @pipeline_def(
         batch_size=batch_size,
@@ -158,14 +168,8 @@ def train_pipeline(
             images = fn.random_resized_crop(images, size=[img_size, img_size], interp_type=interp, **crop)
         if ra is not None:
             images = timm_rand_augment(images, ra, shape=[img_size, img_size])
-        images = fn.crop_mirror_normalize(
-            images,
-            dtype=types.FLOAT,
-            output_layout="CHW",
-            mean=[m * 255 for m in mean],
-            std=[s * 255 for s in std],
-            mirror=fn.random.coin_flip(probability=aug.hflip),
-        )
+        mirror = fn.random.coin_flip(probability=aug.hflip)
+        images = fn.crop_mirror_normalize(images, dtype=types.UINT8, output_layout="CHW", mirror=mirror)
         return images, target
 
     with warnings.catch_warnings():  # DALI's own auto_aug still calls its deprecated fn.experimental aliases
@@ -248,6 +252,36 @@ def _to_torch(dali_out, device: torch.device, zero_copy: bool = False) -> torch.
     return host.to(device, non_blocking=True)
 
 
+class DeviceTrainTail:
+    """The end of the train transform, in torch on the delivered uint8 batch: [RandAugment] → normalize to float32
+    → [random erasing] → [channels_last]. Never writes into its input (a zero-copy view of DALI's buffer)."""
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        randaug: Optional[BatchRandAugment] = None,
+        erasing: Optional[BatchRandomErasing] = None,
+        channels_last: bool = False,
+    ):
+        self.randaug, self.erasing, self.channels_last = randaug, erasing, channels_last
+        self.shift = torch.tensor([255.0 * m for m in mean]).view(1, 3, 1, 1)
+        self.scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.randaug is not None:
+            images = self.randaug(images)
+        if self.channels_last:  # on uint8, a quarter of the bytes of the float batch
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.shift.device != images.device:
+            self.shift, self.scale = self.shift.to(images.device), self.scale.to(images.device)
+        x = (images.float() - self.shift) * self.scale
+        if self.erasing is not None:
+            x = self.erasing(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
 class DaliLoader(BatchLoader):
     """Feeds one DALI pipeline (built on first use) an exact list of batches per iteration.
 
@@ -268,13 +302,15 @@ class DaliLoader(BatchLoader):
         seed: int,
         rank: int,
         world_size: int = 1,
-        erasing: Optional[BatchRandomErasing] = None,
+        transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         zero_copy: bool = True,
+        thread: bool = False,
+        thread_depth: int = 2,
     ):
         self.split, self._plan, self._build = split, plan, build
-        self.zero_copy = zero_copy
+        self.zero_copy, self.thread, self.thread_depth = zero_copy, thread, thread_depth
         self.num_classes, self.batch_size, self.skipped = split.num_classes, batch_size, 0
-        self.device, self.channels_last, self.erasing = device, channels_last, erasing
+        self.device, self.channels_last, self.transform = device, channels_last, transform
         self.seed, self.rank, self._world_size = seed, rank, world_size
         self._num_batches, self.epoch, self.start_batch = num_batches, 0, 0
         self.num_samples = sum(len(b) for b in plan(0, 0))
@@ -317,7 +353,11 @@ class DaliLoader(BatchLoader):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._gen is not None:  # an abandoned iteration: finish it (drain + reset) before starting anew
             self._gen.close()
-        self._gen = self._epoch(self.batches())
+        batches = self.batches()
+        if self.thread:  # DALI's hand-off and the torch tail run ahead in a thread (prefetch.py says why)
+            self._gen = prefetch_in_thread(lambda: self._epoch(batches), self.device, self.thread_depth)
+        else:
+            self._gen = self._epoch(batches)
         self.start_batch = 0
         return self._gen
 
@@ -345,9 +385,9 @@ class DaliLoader(BatchLoader):
                 n = len(self._inflight.popleft())
                 x = _to_torch(images, self.device, zero_copy)[:n]
                 y = _to_torch(target, self.device, zero_copy).view(-1)[:n].long()
-                if self.erasing is not None:
-                    x = self.erasing(x)
-                if self.channels_last:
+                if self.transform is not None:
+                    x = self.transform(x)
+                elif self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 yield x, y
         finally:
@@ -395,6 +435,12 @@ def _dali_cause(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def _randaug_interpolation(aug: AugParams) -> str:
+    """RandAugment's warp filter as timm picks it: bilinear or bicubic at random unless the train interpolation
+    names one of them."""
+    return aug.train_interpolation if aug.train_interpolation in ("bilinear", "bicubic") else "random"
+
+
 def default_threads(world_size: int) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or 1)
@@ -420,15 +466,21 @@ def build_dali_loaders(
     channels_last: bool,
     dali_device: str = "auto",
     num_threads: Optional[int] = None,
-    prefetch: int = 2,
+    prefetch: int = 4,
     hw_decoder_load: float = DALI_HW_DECODER_LOAD,
     preallocate_hint: tuple[int, int] = PREALLOCATE_HINT,
     roi_decode: bool = True,
     zero_copy: bool = True,
+    randaug: str = "torch",
+    thread: Optional[bool] = None,
 ) -> tuple[DaliLoader, DaliLoader]:
     """Train and val loaders; ``hw_decoder_load`` and ``preallocate_hint`` reach the GPU (``mixed``) decoders
-    only, ``roi_decode`` the train pipeline, ``zero_copy`` the GPU outputs (see the module docstring)."""
+    only, ``roi_decode`` the train pipeline, ``zero_copy`` the GPU outputs, ``randaug`` (torch | dali) says where
+    RandAugment runs (see the module docstring), ``thread`` (None: on CUDA) whether a background thread runs the
+    pipelines' hand-off and the torch tail ahead of the consumer (``prefetch.py``)."""
     require_dali()
+    if randaug not in DALI_RANDAUGS:
+        raise DatasetError(f"data.dali_randaug must be one of {', '.join(DALI_RANDAUGS)}, got {randaug!r}")
     if not isinstance(img_size, int):
         raise DatasetError(f"the DALI loader needs a square img_size (int), got {img_size!r}")
     if dali_device == "gpu" and device.type != "cuda":
@@ -436,9 +488,19 @@ def build_dali_loaders(
     use_gpu = device.type == "cuda" and dali_device != "cpu"
     device_id = (device.index if device.index is not None else torch.cuda.current_device()) if use_gpu else None
     threads = num_threads or default_threads(world_size)
+    threaded = dict(thread=device.type == "cuda" if thread is None else bool(thread))
     common = dict(
-        img_size=img_size, mean=mean, std=std, device_id=device_id, num_threads=threads, prefetch=prefetch,
+        img_size=img_size, device_id=device_id, num_threads=threads, prefetch=prefetch,
         hw_decoder_load=hw_decoder_load, preallocate_hint=tuple(preallocate_hint),
+    )  # fmt: skip
+    tail = DeviceTrainTail(
+        mean, std, channels_last=channels_last,
+        randaug=BatchRandAugment(parse_rand_augment(aug.auto_augment), interpolation=_randaug_interpolation(aug),
+                                 img_mean=[min(255, round(255 * m)) for m in mean],  # timm's fill colour
+                                 seed=_pipeline_seed(seed, rank, 1))
+        if aug.auto_augment and randaug == "torch" else None,
+        erasing=BatchRandomErasing(aug.reprob, aug.remode, aug.recount, seed=_pipeline_seed(seed, rank))
+        if aug.reprob > 0 else None,
     )  # fmt: skip
     n_train = len(train)
     n_batches = train_batches_per_epoch(n_train, batch_size, world_size)
@@ -447,17 +509,16 @@ def build_dali_loaders(
         plan=lambda e, s: train_batches(n_train, batch_size, seed, e, rank, world_size, s),
         num_batches=n_batches,
         build=lambda src, sd: train_pipeline(src, batch_size=batch_size, aug=aug, seed=sd, roi_decode=roi_decode,
-                                             **common),
+                                             randaug_in_pipeline=randaug == "dali", **common),
         batch_size=batch_size,
         device=device,
         channels_last=channels_last,
         seed=seed,
         rank=rank,
         world_size=world_size,
-        erasing=BatchRandomErasing(aug.reprob, aug.remode, aug.recount, seed=_pipeline_seed(seed, rank))
-        if aug.reprob > 0
-        else None,
+        transform=tail,
         zero_copy=zero_copy,
+        **threaded,
     )
     val_plan = val_batches(len(val), eval_batch_size, rank, world_size)
     val_loader = DaliLoader(
@@ -465,7 +526,8 @@ def build_dali_loaders(
         plan=lambda e, s: val_plan[s:],
         num_batches=len(val_plan),
         build=lambda src, sd: val_pipeline(
-            src, batch_size=eval_batch_size, crop_pct=crop_pct, interpolation=interpolation, seed=sd, **common
+            src, batch_size=eval_batch_size, crop_pct=crop_pct, interpolation=interpolation, seed=sd, mean=mean,
+            std=std, **common
         ),
         batch_size=eval_batch_size,
         device=device,
@@ -474,5 +536,6 @@ def build_dali_loaders(
         rank=rank,
         world_size=world_size,
         zero_copy=zero_copy,
+        **threaded,
     )
     return train_loader, val_loader

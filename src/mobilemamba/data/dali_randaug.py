@@ -21,9 +21,6 @@ Remaining differences from timm (documented in the README):
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali import math as dmath
@@ -31,53 +28,11 @@ from nvidia.dali.auto_aug import augmentations as a
 from nvidia.dali.auto_aug.core import _Augmentation, augmentation, select, signed_bin
 from nvidia.dali.pipeline import do_not_convert
 
-from .folder import DatasetError
+from .randaug_spec import RandAugmentSpec, parse_rand_augment  # noqa: F401 (re-exported)
 
 NUM_BINS = 41  # magnitude level 0..10 in steps of 0.25 (finer steps slow the pipeline definition)
 BINS_PER_LEVEL = (NUM_BINS - 1) / 10
 LEVELS = np.linspace(0.0, 10.0, NUM_BINS)
-
-
-@dataclass(frozen=True)
-class RandAugmentSpec:
-    magnitude: float = 9.0
-    num_layers: int = 2
-    magnitude_std: float = 0.5
-    magnitude_max: float = 10.0
-    prob: float = 0.5
-
-
-def parse_rand_augment(spec: str) -> RandAugmentSpec:
-    """Parse timm's ``rand-m9-n2-mstd0.5-mmax10-p0.5-inc1`` string (only the ``inc1`` op set is supported)."""
-    parts = spec.split("-")
-    if parts[0] != "rand":
-        raise DatasetError(f"aug.auto_augment={spec!r}: the DALI loader supports only timm 'rand-...' policies")
-    kw: dict = {}
-    inc = False
-    for part in parts[1:]:
-        m = re.match(r"([a-z]+)([\d.]+)$", part)
-        if not m:
-            raise DatasetError(f"aug.auto_augment={spec!r}: cannot parse {part!r}")
-        key, val = m.group(1), float(m.group(2))
-        if key == "m":
-            kw["magnitude"] = val
-        elif key == "n":
-            kw["num_layers"] = int(val)
-        elif key == "mstd":
-            kw["magnitude_std"] = val
-        elif key == "mmax":
-            kw["magnitude_max"] = val
-        elif key == "p":
-            kw["prob"] = val
-        elif key == "inc":
-            inc = bool(val)
-        else:
-            raise DatasetError(f"aug.auto_augment={spec!r}: option {key!r} is not supported by the DALI loader")
-    if not inc:
-        raise DatasetError(f"aug.auto_augment={spec!r}: the DALI loader implements the 'inc1' op set only")
-    if kw.get("magnitude_std", 0.5) == float("inf"):
-        raise DatasetError(f"aug.auto_augment={spec!r}: uniform magnitude (mstd=inf) is not supported by DALI")
-    return RandAugmentSpec(**kw)
 
 
 @augmentation(name="equalize")

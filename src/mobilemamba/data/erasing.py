@@ -34,6 +34,7 @@ class BatchRandomErasing:
         self.min_area, self.max_area = min_area, max_area
         self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
         self.rng = np.random.default_rng(seed)
+        self._noise: dict[torch.device, torch.Generator] = {}  # private: see __call__
 
     def sample_boxes(self, batch: int, height: int, width: int) -> np.ndarray:
         """``(batch, max_count, 4)`` int boxes ``(top, left, h, w)``; ``h = 0`` means no box."""
@@ -55,6 +56,13 @@ class BatchRandomErasing:
             out[:, slot] = np.stack([top, left, hh, ww], axis=1)
         return out
 
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """The noise generator for ``device``, seeded from ``rng``. Not torch's default one: the DALI loader calls
+        this from its prefetch thread while the training thread may be capturing a CUDA graph that owns it."""
+        if device not in self._noise:
+            self._noise[device] = torch.Generator(device).manual_seed(int(self.rng.integers(2**62)))
+        return self._noise[device]
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Erase in a new tensor (``images`` is left untouched); works for NCHW and channels_last."""
         if self.probability <= 0:
@@ -71,9 +79,10 @@ class BatchRandomErasing:
             top, left, bh, bw = (boxes[:, slot, i].view(b, 1, 1, 1) for i in range(4))
             mask |= (ys >= top) & (ys < top + bh) & (xs >= left) & (xs < left + bw)
         if self.mode == "pixel":
-            fill = torch.randn_like(images)
+            fill = torch.empty_like(images).normal_(generator=self._generator(images.device))
         elif self.mode == "rand":
-            fill = torch.randn(b, c, 1, 1, device=images.device, dtype=images.dtype)
+            fill = torch.randn(b, c, 1, 1, device=images.device, dtype=images.dtype,
+                               generator=self._generator(images.device))
         else:
             fill = torch.zeros((), device=images.device, dtype=images.dtype)
         return torch.where(mask, fill, images)
