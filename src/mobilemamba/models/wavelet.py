@@ -9,7 +9,8 @@ Three equal formulations:
 - `shuffle`: pixel_unshuffle, then each channel's four pixels of a 2×2 block mixed into its four subbands by the
   same filters (and the transpose mix, then pixel_shuffle, for the inverse): reshapes and elementwise arithmetic
   only, which torch.compile can fuse with the neighbouring scale and add instead of calling two grouped cuDNN
-  convolutions. Slower eager (a broadcast product); meant for compiled models, e.g. `bench.py wavelet=shuffle`.
+  convolutions. Slower eager (a broadcast product); what `compile_model` switches a model to (faster compiled,
+  models/compiling.py says by how much).
 Odd sizes are zero-padded bottom/right by one before the transform and cropped after the inverse.
 """
 from __future__ import annotations
