@@ -24,8 +24,9 @@ def main() -> None:
         raise SystemExit(f"{args.metrics}: fewer than {args.skip + 1} train records")
     data, step = [r["data_time"] for r in late], [r["step_time"] for r in late]
     print("step ms / data ms per record:", " ".join(f"{1e3 * s:.1f}/{1e3 * d:.2f}" for s, d in zip(step, data)))
-    print(f"{len(late)} records after the first {args.skip}: data wait median {1e3 * statistics.median(data):.2f} ms of "
-          f"a median {1e3 * statistics.median(step):.1f} ms step; {100 * sum(data) / sum(step):.1f}% of all step time")
+    print(f"{len(late)} records after the first {args.skip}: data wait median "
+          f"{1e3 * statistics.median(data):.2f} ms of a median {1e3 * statistics.median(step):.1f} ms step; "
+          f"{100 * sum(data) / sum(step):.1f}% of all step time")
 
 
 if __name__ == "__main__":

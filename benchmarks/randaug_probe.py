@@ -18,7 +18,8 @@ for _ in range(20):
     e.synchronize(); gpu.append(s.elapsed_time(e))
 host.sort(); gpu.sort()
 print(f"host dispatch {1e3 * host[10]:.2f} ms/call, GPU span {gpu[10]:.2f} ms/call (medians of 20)")
-with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as p:
+activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+with torch.profiler.profile(activities=activities) as p:
     for _ in range(3):
         ra(x)
     torch.cuda.synchronize()

@@ -52,7 +52,8 @@ class BenchConfig:
     teacher: str = "tresnet_v2_l"
     data: str = "synthetic"
     scan_backend: str = "auto"
-    wavelet: str = "auto"  # pytorch_wavelets | conv | shuffle | auto (shuffle when compiling: pywt breaks Dynamo's graphs)
+    # pytorch_wavelets | conv | shuffle | auto (shuffle when compiling: pywt breaks Dynamo's graphs)
+    wavelet: str = "auto"
     img_size: int = 0  # 0: the variant's own resolution
     warmup: int = 15
     iters: int = 20

@@ -383,12 +383,18 @@ class DaliLoader(BatchLoader):
                     self._pipe = None
                     raise self._decode_error(e) from None
                 n = len(self._inflight.popleft())
-                x = _to_torch(images, self.device, zero_copy)[:n]
-                y = _to_torch(target, self.device, zero_copy).view(-1)[:n].long()
+                dali_x = _to_torch(images, self.device, zero_copy)[:n]
+                y = _to_torch(target, self.device, zero_copy).view(-1)[:n].long()  # int32 -> int64: a copy
                 if self.transform is not None:
-                    x = self.transform(x)
+                    x = self.transform(dali_x)
                 elif self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                    x = dali_x.contiguous(memory_format=torch.channels_last)
+                else:
+                    x = dali_x
+                if zero_copy and self.thread and _same_memory(x, dali_x):
+                    # DALI frees a zero-copy buffer in the order of the stream it is bound to, here the thread's,
+                    # which does not wait for the consumer's kernels: hand over memory torch owns
+                    x = x.clone()
                 yield x, y
         finally:
             self._finish(finished)
@@ -425,6 +431,10 @@ class DaliLoader(BatchLoader):
                 )
         start = self.split.samples[window[0]][0] if window else self.split.root
         return DatasetError(f"DALI failed on a batch starting at {start}: {first_line}")
+
+
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def _dali_cause(err: Exception) -> str:

@@ -6,7 +6,8 @@ every step; in a thread they overlap the step, whose host side mostly waits for 
 
 CUDA: the thread issues its work on its own stream. Each batch carries an event that the consumer's stream waits
 on (no host sync), and its tensors are marked as used by the consumer's stream (``record_stream``), so the caching
-allocator does not give their memory back to the producer's stream while the step still reads it. The thread
+allocator does not give their memory back to the producer's stream while the step still reads it (memory torch
+does not own, e.g. a zero-copy view of DALI's buffer, is not protected that way: the DALI loader copies it). The thread
 must not draw from the default CUDA generator (the training thread may be capturing a CUDA graph that owns it):
 the DALI tail's randomness comes from host generators and a private ``torch.Generator``.
 """
