@@ -150,3 +150,23 @@ def test_an_unknown_compile_setting_is_a_config_error(cache_dir, tmp_path):
     for override, key in (("trainer.compile=fast", "trainer.compile"), ("trainer.compile_mode=turbo", "trainer.compile_mode")):
         with pytest.raises(ConfigError, match=key):
             validate_train_config(compose_cfg(cache_dir, override), check_paths=False)
+
+
+@pytest.mark.slow
+def test_the_dali_loader_with_its_prefetch_thread_trains_resumes_inside_an_epoch_and_leaves_no_thread(
+        cache_dir, tmp_path):  # fmt: skip
+    """DALI on the CPU with the thread on (on CUDA it is the default): a preemption mid-epoch abandons the train
+    iterator; its thread must end with it, and the rerun finishes the epoch from the right batch."""
+    import threading
+
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    dali = ("data.loader=dali", "+data.dali_device=cpu", "+data.dali_thread=true", "+data.dali_threads=1")
+    assert run(cache_dir, tmp_path, *dali, "trainer.debug.stop_at=1") == EXIT_PREEMPTED  # handled after update 2
+    ck = load(tmp_path / "last.ckpt")
+    assert (ck["epoch"], ck["batch"], ck["iteration"]) == (0, 2, 2)
+    assert run(cache_dir, tmp_path, *dali) == 0
+    assert [r["iteration"] for r in _records(tmp_path) if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    import gc
+
+    gc.collect()
+    assert not [t for t in threading.enumerate() if t.name == "mobilemamba-data-prefetch"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 import zlib
 from collections import deque
 from typing import Callable, Iterator, Optional, Sequence
@@ -317,7 +318,9 @@ class DaliLoader(BatchLoader):
         self._pipe = None
         self._pending: deque[list[int]] = deque()  # batches not yet handed to DALI
         self._inflight: deque[list[int]] = deque()  # handed to DALI, output not yet returned
-        self._gen: Optional[Iterator] = None
+        # the running iteration, weakly: an iteration its consumer drops is closed at once (with a prefetch thread,
+        # a strong reference here would keep it, and its thread, alive: the thread's frames reference this loader)
+        self._gen: Optional[weakref.ref] = None
         self._labels: Optional[np.ndarray] = None  # all labels as int32, built on first use
 
     def __len__(self) -> int:
@@ -351,15 +354,17 @@ class DaliLoader(BatchLoader):
         return None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self._gen is not None:  # an abandoned iteration: finish it (drain + reset) before starting anew
-            self._gen.close()
+        previous = self._gen() if self._gen is not None else None
+        if previous is not None:  # an abandoned iteration still held somewhere: finish it (drain + reset) first
+            previous.close()
         batches = self.batches()
         if self.thread:  # DALI's hand-off and the torch tail run ahead in a thread (prefetch.py says why)
-            self._gen = prefetch_in_thread(lambda: self._epoch(batches), self.device, self.thread_depth)
+            gen = prefetch_in_thread(lambda: self._epoch(batches), self.device, self.thread_depth)
         else:
-            self._gen = self._epoch(batches)
+            gen = self._epoch(batches)
+        self._gen = weakref.ref(gen)
         self.start_batch = 0
-        return self._gen
+        return gen
 
     def _epoch(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._num_batches == 0:  # raised here, not at build: eval-only jobs build a train loader they never use

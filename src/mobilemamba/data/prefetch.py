@@ -105,9 +105,10 @@ def prefetch_in_thread(make_iter: Callable[[], Iterator[Any]], device: torch.dev
             yield item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting to put, until it sees the flag
-            try:
-                q.get(timeout=_POLL_S)
-            except queue.Empty:
-                pass
-        thread.join()
+        if thread is not threading.current_thread():  # (a finalizer may run this on any thread)
+            while thread.is_alive():  # unblock a producer waiting to put, until it sees the flag
+                try:
+                    q.get(timeout=_POLL_S)
+                except queue.Empty:
+                    pass
+            thread.join()

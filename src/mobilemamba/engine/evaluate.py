@@ -26,6 +26,19 @@ def rng_neutral_iter(loader: Iterable) -> Any:
 
 
 @contextlib.contextmanager
+def iterating(loader: Iterable) -> Iterator[Any]:
+    """``rng_neutral_iter(loader)``, closed when the block ends, also by an exception (a preemption): the DALI
+    loader's prefetch thread ends with its iteration, not with whatever still holds the traceback."""
+    it = rng_neutral_iter(loader)
+    try:
+        yield it
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+@contextlib.contextmanager
 def ieee_fp32(enabled: bool = True) -> Iterator[None]:
     """fp32 convolutions and matmuls in IEEE fp32 inside the block (flags restored after).
 
@@ -60,21 +73,22 @@ def evaluate(
     model.eval()
     # correct1, correct5, n, loss_sum (float64: exact integer counts up to 2^53)
     acc = torch.zeros(4, dtype=torch.float64, device=device)
-    for i, (images, targets) in enumerate(rng_neutral_iter(loader)):
-        if max_batches is not None and i >= max_batches:
-            break
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            logits = model(images)
-        logits = logits.float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top.eq(targets.view(-1, 1))
-        acc[0] += hit[:, :1].sum()
-        acc[1] += hit.any(dim=1).sum()
-        acc[2] += targets.numel()
-        acc[3] += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+    with iterating(loader) as batches:
+        for i, (images, targets) in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = model(images)
+            logits = logits.float()
+            k = min(5, logits.shape[1])
+            top = logits.topk(k, dim=1).indices
+            hit = top.eq(targets.view(-1, 1))
+            acc[0] += hit[:, :1].sum()
+            acc[1] += hit.any(dim=1).sum()
+            acc[2] += targets.numel()
+            acc[3] += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").double()
     all_reduce_sum(acc)
     model.train(was_training)
     n = max(acc[2].item(), 1.0)

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from . import faults
 from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, check_same_run, load_file, restore_rng
 from ..models.compiling import compile_model
 from .config import ConfigError, Phase, compile_how, lr_plan, plain, resolve_phases, should_evaluate
-from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, max_abs_diff, rng_neutral_iter
+from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, iterating, max_abs_diff, rng_neutral_iter
 from .nonfinite import locate_nonfinite
 from .optim import PhasedSchedule, build_optimizer
 from .preempt import Preempted, PreemptionHandler
@@ -287,10 +287,13 @@ class Trainer:
         return {"loss_sum": 0.0, "kd_sum": 0.0, "updates": 0, "images": 0, "time": 0.0}
 
     def _train_epoch(self, p: int) -> None:
-        t, env = self.t, self.env
         self.train_loader.set_epoch(self.epoch, start_batch=self.batch)
         self.train_model.train()
-        it = rng_neutral_iter(self.train_loader)
+        with iterating(self.train_loader) as it:  # closed on a preemption too (see iterating)
+            self._train_updates(p, it)
+
+    def _train_updates(self, p: int, it: Iterator) -> None:
+        t, env = self.t, self.env
         bar = self._progress_bar(p)
         debug = t.get("debug") or {}
         nan_at = set(int(i) for i in (debug.get("nan_at") or []))
