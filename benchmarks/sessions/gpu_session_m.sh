@@ -12,10 +12,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 T0=$(date +%s)
 PART=${PART:-1}
-mkdir -p /tmp/dparts
-[ "$PART" -le 4 ] && cp ".dali-p$((PART - 1))/part" "/tmp/dparts/p$((PART - 1))"
-[ -d /tmp/site/hydra ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/src:$PWD
+. benchmarks/sessions/dali_parts.sh
 COMMON="batch=256 amp=bf16 channels_last=true scan_backend=triton warmup=10 repeats=3"
 case $PART in
   1) timeout 500 python3 bench.py $COMMON model=b1 mode=train compile=true compile_mode=reduce-overhead iters=10 \
@@ -23,10 +20,7 @@ case $PART in
   2) python3 benchmarks/make_imagenet_like.py /tmp/inl --classes 100 --per-class 150 --val-per-class 3 2>&1 | tail -2
      du -sh /tmp/inl ;;
   5)
-    if ! python3 -c "import nvidia.dali" 2>/dev/null; then
-      cat /tmp/dparts/p0 /tmp/dparts/p1 /tmp/dparts/p2 /tmp/dparts/p3 .dali-p4/part > /tmp/d.tar && tar -xf /tmp/d.tar -C /tmp
-      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/whl/*.whl
-    fi
+    assemble_dali
     echo "setup done after $(( $(date +%s) - T0 )) s; DALI $(python3 -c 'import nvidia.dali as d; print(d.__version__)')"
     timeout 120 python3 -m pytest -q -p no:cacheprovider tests/data/test_data_gpu.py tests/data/test_data_batch_randaug.py 2>&1 | tail -3
     cat /tmp/inl/train/*/*.JPEG > /dev/null

@@ -11,18 +11,12 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 T0=$(date +%s)
 PART=${PART:-1}
-mkdir -p /tmp/dparts
-[ "$PART" -le 4 ] && cp ".dali-p$((PART - 1))/part" "/tmp/dparts/p$((PART - 1))"
-[ -d /tmp/site/hydra ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/src:$PWD
+. benchmarks/sessions/dali_parts.sh
 if [ "$PART" = 1 ]; then
   python3 benchmarks/make_imagenet_like.py /tmp/inl --classes 100 --per-class 150 --val-per-class 3 2>&1 | tail -1
 fi
 if [ "$PART" = 5 ]; then
-  if ! python3 -c "import nvidia.dali" 2>/dev/null; then
-    cat /tmp/dparts/p0 /tmp/dparts/p1 /tmp/dparts/p2 /tmp/dparts/p3 .dali-p4/part > /tmp/d.tar && tar -xf /tmp/d.tar -C /tmp
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/whl/*.whl
-  fi
+  assemble_dali
   echo "setup done after $(( $(date +%s) - T0 )) s"
   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/data/test_data_gpu.py tests/data/test_data_prefetch.py 2>&1 | tail -1
   cat /tmp/inl/train/*/*.JPEG > /dev/null

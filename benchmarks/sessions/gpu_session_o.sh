@@ -11,18 +11,12 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 T0=$(date +%s)
 PART=${PART:-1}
-mkdir -p /tmp/dparts
-case $PART in [1-4]) cp ".dali-p$((PART - 1))/part" "/tmp/dparts/p$((PART - 1))" ;; esac
-[ -d /tmp/site/hydra ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/src:$PWD
+. benchmarks/sessions/dali_parts.sh
 case $PART in
   1) python3 benchmarks/make_imagenet_like.py /tmp/inl --classes 100 --per-class 150 --val-per-class 3 2>&1 | tail -1
      timeout 400 python3 benchmarks/gpu_shuffle_check.py --models mobilemamba_t2,mobilemamba_s6,mobilemamba_b4 2>&1 \
        | grep -E "vs eager|Error" ;;
-  5) if ! python3 -c "import nvidia.dali" 2>/dev/null; then
-       cat /tmp/dparts/p0 /tmp/dparts/p1 /tmp/dparts/p2 /tmp/dparts/p3 .dali-p4/part > /tmp/d.tar && tar -xf /tmp/d.tar -C /tmp
-       python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/whl/*.whl
-     fi
+  5) assemble_dali
      timeout 90 python3 -m pytest -q -p no:cacheprovider tests/data/test_data_gpu.py tests/data/test_data_prefetch.py \
        tests/data/test_data_batch_randaug.py 2>&1 | tail -1
      cat /tmp/inl/train/*/*.JPEG > /dev/null
