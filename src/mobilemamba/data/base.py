@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .folder import DatasetError
@@ -31,6 +32,15 @@ class BatchLoader:
         """Default for loaders without an order (val, synthetic): nothing to reshuffle."""
         if start_batch:
             raise DatasetError(f"{type(self).__name__} has no order to resume inside; start_batch must be 0")
+
+
+def host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host array (sampled augmentation parameters) on ``device`` without blocking the host: through
+    pinned memory (PyTorch's caching host allocator keeps it until the copy is done) when ``device`` is a GPU."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def to_device(

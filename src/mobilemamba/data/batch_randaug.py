@@ -56,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .base import host_to_device
 from .randaug_spec import RandAugmentSpec
 
 OPS: tuple[str, ...] = (
@@ -320,14 +321,6 @@ _DEVICE_LUTS: dict[str, _LutFn] = {"AutoContrast": _auto_contrast_lut, "Equalize
 _BLENDS: dict[str, _LutFn] = {"Color": _color, "Sharpness": _sharpness}
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """One host→device copy, asynchronous (pinned) when the target is a GPU."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
-
-
 def _execute(images: torch.Tensor, plans: Sequence[_LayerPlan], fill: Sequence[float]) -> torch.Tensor:
     """Run the layers on a new contiguous copy of ``images``. Two host→device copies in all: the image
     orders of every layer (int64), and their rows (float32; row 0 carries the fill colour)."""
@@ -336,8 +329,8 @@ def _execute(images: torch.Tensor, plans: Sequence[_LayerPlan], fill: Sequence[f
         return out
     fill_row = np.zeros((1, _ROW_WIDTH), np.float32)
     fill_row[0, :3] = fill
-    order = _to_device(np.concatenate([p.order for p in plans]), out.device)
-    rows = _to_device(np.concatenate([fill_row] + [p.rows for p in plans]), out.device)
+    order = host_to_device(np.concatenate([p.order for p in plans]), out.device)
+    rows = host_to_device(np.concatenate([fill_row] + [p.rows for p in plans]), out.device)
     fill_dev, rows = rows[0, :3], rows[1:]
     offset = 0
     for plan in plans:

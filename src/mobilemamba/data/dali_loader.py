@@ -306,10 +306,9 @@ class DaliLoader(BatchLoader):
         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         zero_copy: bool = True,
         thread: bool = False,
-        thread_depth: int = 2,
     ):
         self.split, self._plan, self._build = split, plan, build
-        self.zero_copy, self.thread, self.thread_depth = zero_copy, thread, thread_depth
+        self.zero_copy, self.thread = zero_copy, thread
         self.num_classes, self.batch_size, self.skipped = split.num_classes, batch_size, 0
         self.device, self.channels_last, self.transform = device, channels_last, transform
         self.seed, self.rank, self._world_size = seed, rank, world_size
@@ -359,7 +358,7 @@ class DaliLoader(BatchLoader):
             previous.close()
         batches = self.batches()
         if self.thread:  # DALI's hand-off and the torch tail run ahead in a thread (prefetch.py says why)
-            gen = prefetch_in_thread(lambda: self._epoch(batches), self.device, self.thread_depth)
+            gen = prefetch_in_thread(lambda: self._epoch(batches), self.device)
         else:
             gen = self._epoch(batches)
         self._gen = weakref.ref(gen)

@@ -14,6 +14,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .base import host_to_device
+
 ATTEMPTS = 10
 
 
@@ -68,10 +70,7 @@ class BatchRandomErasing:
         if self.probability <= 0:
             return images
         b, c, h, w = images.shape
-        boxes = torch.from_numpy(self.sample_boxes(b, h, w))
-        if images.is_cuda:  # from pinned memory (PyTorch's caching host allocator) the copy never waits
-            boxes = boxes.pin_memory()
-        boxes = boxes.to(images.device, non_blocking=True)
+        boxes = host_to_device(self.sample_boxes(b, h, w), images.device)
         ys = torch.arange(h, device=images.device).view(1, 1, h, 1)
         xs = torch.arange(w, device=images.device).view(1, 1, 1, w)
         mask = torch.zeros(b, 1, h, w, dtype=torch.bool, device=images.device)
