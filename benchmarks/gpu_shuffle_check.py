@@ -1,6 +1,7 @@
 """The compiled fast path against the plain model on a CUDA GPU: fused, bf16, channels_last, torch.compile with the
 Haar step as pixel shuffle (models/compiling.COMPILED_WAVELET) and as grouped convs, each against the unfused eager
-fp32 model (pytorch_wavelets Haar, IEEE fp32) on the same inputs; BN statistics randomized so that fusing matters.
+fp32 model (pytorch_wavelets Haar, IEEE fp32) on the same inputs; BN statistics and affine terms randomized
+(models.layers.randomize_batchnorm), so that fusing matters and no branch is hidden behind an initial γ = 0.
 
     python benchmarks/gpu_shuffle_check.py [--models mobilemamba_t2,mobilemamba_s6] [--batch 32]
     python benchmarks/gpu_shuffle_check.py --device cpu --scan torch --backend eager --batch 1   # plumbing, on a CPU
@@ -15,14 +16,7 @@ import mobilemamba
 from mobilemamba.engine.evaluate import ieee_fp32
 from mobilemamba.models import VARIANTS
 from mobilemamba.models.compiling import compile_model
-
-
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
-            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+from mobilemamba.models.layers import randomize_batchnorm
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -44,7 +38,7 @@ def main() -> None:
         size = VARIANTS[name].img_size
         x = torch.randn(args.batch, 3, size, size, device=dev)
         model = mobilemamba.create_model(name, scan_backend=args.scan).to(dev).eval()
-        randomize_bn(model)
+        randomize_batchnorm(model)
         with torch.inference_mode(), ieee_fp32():
             ref = model(x)
         for wavelet in ("shuffle", "conv"):
