@@ -16,8 +16,11 @@ def main() -> None:
     ap.add_argument("metrics")
     ap.add_argument("--skip", type=int, default=2)
     args = ap.parse_args()
-    with open(args.metrics) as f:
-        recs = [json.loads(line) for line in f if line.strip()]
+    try:
+        with open(args.metrics) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{args.metrics}: cannot read the run's records ({e})") from None
     train = [r for r in recs if r.get("kind") == "train" and "data_time" in r and "step_time" in r]
     late = train[args.skip:]
     if not late:

@@ -146,6 +146,12 @@ def test_non_positive_lr_is_named(lr):
     assert "optim.lr_base" in _error("experiment=mobilemamba_t2", f"optim.lr_base={lr}")
 
 
+@pytest.mark.parametrize("value", ["-1", "2.5", "lots"])
+def test_a_bad_profile_count_is_named(value):
+    assert _error("experiment=smoke", f"trainer.profile={value}").startswith(
+        "trainer.profile must be a non-negative integer")
+
+
 def test_global_batch_not_divisible_by_world_size_is_named():
     msg = _error("experiment=mobilemamba_t2", "trainer.global_batch=1000", world_size=3)
     assert "trainer.global_batch" in msg and "world size 3" in msg

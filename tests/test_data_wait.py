@@ -26,3 +26,9 @@ def test_too_few_records_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["data_wait.py", str(path)])
     with pytest.raises(SystemExit, match="fewer than 3 train records"):
         load_benchmark("data_wait").main()
+
+
+def test_a_missing_metrics_file_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["data_wait.py", str(tmp_path / "nope.jsonl")])
+    with pytest.raises(SystemExit, match="nope.jsonl: cannot read the run's records"):
+        load_benchmark("data_wait").main()

@@ -14,7 +14,7 @@ pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
 
 from mobilemamba.data.bench import _plan, parse_variant  # noqa: E402
 from mobilemamba.data.bench import main as bench_main  # noqa: E402
-from mobilemamba.data.dali_loader import _decoder_kwargs, train_pipeline, val_pipeline  # noqa: E402
+from mobilemamba.data.dali_loader import _decoder_kwargs, auto_thread, train_pipeline, val_pipeline  # noqa: E402
 
 BASE = {"loader": "dali", "root": "/x"}
 
@@ -33,6 +33,13 @@ def test_knob_defaults_types_and_the_older_prefetch_key():
     opts = p.dali_options()
     assert opts["hw_decoder_load"] == 0.5 and opts["roi_decode"] is False and opts["prefetch"] == 3
     assert opts["preallocate_hint"] == (0, 6430) and opts["zero_copy"] is True
+
+
+def test_auto_prefetch_thread_only_where_it_pays_on_cuda_with_the_torch_randaugment():
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert auto_thread(cuda, torch_randaug=True)
+    assert not auto_thread(cuda, torch_randaug=False)  # a light tail (normalize + erasing): faster on the consumer
+    assert not auto_thread(cpu, torch_randaug=True)
 
 
 @pytest.mark.parametrize(

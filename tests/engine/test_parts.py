@@ -131,11 +131,12 @@ def test_a_fused_adamw_the_device_cannot_run_is_a_config_error(fused, message):
 
 # ------------------------------------------------------------------------------------------ EMA
 def test_ema_as_configured_averages_bn_buffers_from_the_first_update():
-    """ModelEmaV3(use_warmup=False, exclude_buffers=False) updated with step=None: constant decay, stats too."""
-    from timm.utils import ModelEmaV3
+    """The trainer's EMA (timm ModelEmaV3, use_warmup=False, exclude_buffers=False) updated with step=None: constant
+    decay, stats too."""
+    from mobilemamba.engine.ema import ModelEma
 
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
-    ema = ModelEmaV3(model, decay=0.75, use_warmup=False, exclude_buffers=False)
+    ema = ModelEma(model, decay=0.75, use_warmup=False, exclude_buffers=False)
     model.train()(torch.randn(8, 3, 4, 4) + 5)  # moves the BN running mean
     ema.update(model)
     rm_model, rm_ema = model[1].running_mean, ema.module[1].running_mean

@@ -95,7 +95,7 @@ class DataParams:
     dali_roi_decode: bool = True  # decode only the random crop (False: decode whole, then crop + resize)
     dali_zero_copy: bool = True  # GPU outputs handed to torch on its stream via DLPack (False: host-synced copy)
     dali_randaug: str = "torch"  # torch: batched on the device after DALI (batch_randaug.py) | dali: in the pipeline
-    dali_thread: Optional[bool] = None  # hand-off + torch tail in a background thread; None (auto) = on CUDA only
+    dali_thread: Optional[bool] = None  # hand-off + torch tail in a background thread; None (auto): CUDA + torch RandAugment
 
     @classmethod
     def from_cfg(cls, data_cfg: Any) -> "DataParams":

@@ -198,6 +198,8 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     _positive(cfg, "trainer.epochs", integer=True)
     _positive(cfg, "trainer.ema_decay", allow_zero=True)
     _positive(cfg, "trainer.max_nonfinite", integer=True)
+    if OmegaConf.select(cfg, "trainer.profile") is not None:
+        _positive(cfg, "trainer.profile", integer=True, allow_zero=True)
     _positive(cfg, "sched.warmup_epochs", allow_zero=True)
     if str(cfg.trainer.amp) not in AMP_MODES:
         raise ConfigError(f"trainer.amp must be one of {'|'.join(AMP_MODES)}, got {cfg.trainer.amp!r}")
