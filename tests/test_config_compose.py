@@ -85,6 +85,16 @@ def test_schedule_is_per_iteration_with_20_warmup_epochs():
     assert opt.param_groups[0]["lr"] == pytest.approx(3e-5, rel=1e-6)
 
 
+def test_every_teacher_knob_the_readme_lists_is_settable_from_the_command_line():
+    from distill.config import DEFAULTS
+
+    cfg = compose_train("experiment=mobilemamba_s6_kd", "distill.compile=true", "distill.num_classes=100",
+                        "distill.img_size=256", "distill.fuse_bn=false")  # no '+': the keys are in the group's file
+    assert set(cfg.distill) == set(DEFAULTS)
+    d = resolve_phases(cfg)[0].distill
+    assert (d["compile"], d["num_classes"], d["img_size"], d["fuse_bn"]) == (True, 100, 256, False)
+
+
 def test_kd_then_extend_is_two_phases_with_state_carried():
     cfg = compose_train("experiment=mobilemamba_t2_kd_then_extend")
     kd, extend = resolve_phases(cfg)

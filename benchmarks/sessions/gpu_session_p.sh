@@ -38,7 +38,7 @@ case $PART in
      if [ "$PART" = 6 ]; then
        python3 -c "import timm, torch; torch.save(timm.create_model('tresnet_v2_l', num_classes=100).state_dict(), '/tmp/tresnet.pth')"
        RUN="$RUN experiment=mobilemamba_s6_kd distill.teacher_checkpoint=/tmp/tresnet.pth
-            data.root=/tmp/inl data.loader=dali data.num_classes=100 +distill.num_classes=100"
+            data.root=/tmp/inl data.loader=dali data.num_classes=100 distill.num_classes=100"
      else
        RUN="$RUN experiment=mobilemamba_s6 data=synthetic data.train_size=15000 trainer.max_iters_per_epoch=40"
      fi
