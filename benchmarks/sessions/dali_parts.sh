@@ -1,6 +1,7 @@
-# Sourced by the five-call GPU session scripts (gpu_session_m.sh, _n.sh, _o.sh), run from the repository root:
+# Sourced by the GPU session scripts (m, n, p, q with DALI; r without), run from the repository root:
 # the DALI part of call PART (1-4) copied aside, the project's wheels installed once, PYTHONPATH set; on call 5,
 # `assemble_dali` joins the parts (the fifth from the carried .dali-p4) and installs DALI, unless it imports already.
+# With PART unset only the wheels and PYTHONPATH.
 mkdir -p /tmp/dparts
 case ${PART:-} in [1-4]) cp ".dali-p$((PART - 1))/part" "/tmp/dparts/p$((PART - 1))" ;; esac
 [ -d /tmp/site/hydra ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl

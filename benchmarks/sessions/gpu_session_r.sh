@@ -5,8 +5,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 T0=$(date +%s)
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/src:$PWD
+. benchmarks/sessions/dali_parts.sh  # PART unset: only the wheels and PYTHONPATH
 . benchmarks/sessions/profile_run.sh
 profile_run prof_s6 experiment=mobilemamba_s6
 python3 -c "import timm, torch; torch.save(timm.create_model('tresnet_v2_l').state_dict(), '/tmp/tresnet.pth')"

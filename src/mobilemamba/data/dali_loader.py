@@ -14,8 +14,7 @@ random erasing (``erasing.py``, timm's distribution). ``data.dali_randaug=dali``
 pipeline instead (``dali_randaug.py``: DALI's per-sample conditional ops, ~23 ms per 256-image batch on an H200
 against ~7 ms of launches for the batched one). On CUDA with the batched RandAugment a background thread
 (``prefetch.py``, ``data.dali_thread``, :func:`auto_thread`) runs the hand-off and the torch tail ahead of the
-consumer. Val: resize the shorter side to ``int(size / crop_pct)``
-(bicubic), centre crop, normalize, all in DALI.
+consumer. Val: resize the shorter side to ``int(size / crop_pct)`` (bicubic), centre crop, normalize, all in DALI.
 
 GPU decoding (``mixed``) splits the JPEGs between the GPU's hardware decoder (A100/H100/H200:
 ``hw_decoder_load``, the share it gets) and nvJPEG's CUDA path, whose Huffman stage runs in the pipeline's CPU

@@ -8,6 +8,8 @@ integer ones, the same arithmetic as ModelEmaV3's.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from timm.utils import ModelEmaV3
 from torch import nn
@@ -19,32 +21,42 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class ModelEma(ModelEmaV3):
-    """ModelEmaV3 whose update reuses the (float, integer) tensor pairs of the model it last saw."""
+    """ModelEmaV3 whose update reuses the (float, integer) tensor lists of the model it last saw."""
 
-    _pairs: tuple | None = None  # (model, ema floats, model floats, ema others, model others)
+    _seen: tuple[nn.Module, "_Lists | None"] | None = None  # the model last updated from, and its lists (None: timm's path)
 
-    def _build_pairs(self, model: nn.Module) -> tuple | None:
+    def _build_lists(self, model: nn.Module) -> "_Lists | None":
         ema, live = _state_tensors(self.module), _state_tensors(model)
         if list(ema) != list(live):
             raise ValueError("EMA: the model's parameters/buffers are not the EMA copy's (was the model changed after "
                              "the EMA was made?)")
-        floats = [(e, m) for e, m in zip(ema.values(), live.values()) if e.is_floating_point()]
-        others = [(e, m) for e, m in zip(ema.values(), live.values()) if not e.is_floating_point()]
-        same = all(e.dtype == m.dtype and e.device == m.device for e, m in floats + others)
-        if not (self.foreach and same) or any(e.dtype in (torch.bfloat16, torch.float16) for e, _ in floats):
+        pairs = list(zip(ema.values(), live.values()))
+        same = all(e.dtype == m.dtype and e.device == m.device for e, m in pairs)
+        low_precision = any(e.dtype in (torch.bfloat16, torch.float16) for e, _ in pairs)
+        if not (self.foreach and same) or low_precision:
             return None  # a different device or dtype, or low-precision EMA (stochastic rounding): timm's own path
-        split = lambda pairs: ([e for e, _ in pairs], [m for _, m in pairs])  # noqa: E731
-        return (model, *split(floats), *split(others))
+        floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+        others = [(e, m) for e, m in pairs if not e.is_floating_point()]
+        return _Lists([e for e, _ in floats], [m for _, m in floats], [e for e, _ in others], [m for _, m in others])
 
     @torch.no_grad()
     def apply_update_(self, model: nn.Module, decay: float) -> None:
-        if self._pairs is None or self._pairs[0] is not model:
-            self._pairs = self._build_pairs(model) or (model, None, None, None, None)
-        _, ema_f, model_f, ema_o, model_o = self._pairs
-        if ema_f is None:
+        if self._seen is None or self._seen[0] is not model:
+            self._seen = (model, self._build_lists(model))
+        lists = self._seen[1]
+        if lists is None:
             super().apply_update_(model, decay)
             return
-        if ema_f:
-            torch._foreach_lerp_(ema_f, model_f, weight=1.0 - decay)
-        if ema_o:
-            torch._foreach_copy_(ema_o, model_o)
+        if lists.ema_floats:
+            torch._foreach_lerp_(lists.ema_floats, lists.model_floats, weight=1.0 - decay)
+        if lists.ema_others:
+            torch._foreach_copy_(lists.ema_others, lists.model_others)
+
+
+class _Lists(NamedTuple):
+    """Matching tensors of the EMA copy and the model: floats are averaged, the rest (integer buffers) copied."""
+
+    ema_floats: list[torch.Tensor]
+    model_floats: list[torch.Tensor]
+    ema_others: list[torch.Tensor]
+    model_others: list[torch.Tensor]

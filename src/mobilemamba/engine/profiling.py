@@ -36,9 +36,8 @@ def kernel_us(events) -> float:
                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
 
 
-def summarize(prof: profile, updates: int, wall_s: float, device: bool) -> str:
-    """Per-update wall, kernel (with ``device``) and labelled host times from a finished window."""
-    events = prof.key_averages()
+def summarize(events, updates: int, wall_s: float, device: bool) -> str:
+    """Per-update wall, kernel (with ``device``) and labelled host times from a finished window's ``key_averages()``."""
     per = lambda us: us / 1e3 / max(updates, 1)  # noqa: E731  (µs over the window → ms per update)
     wall_ms = wall_s * 1e3 / max(updates, 1)
     lines = [f"{updates} updates profiled: {wall_ms:.2f} ms wall per update"]
@@ -57,12 +56,13 @@ def summarize(prof: profile, updates: int, wall_s: float, device: bool) -> str:
 
 
 def _write(prof: profile, out: Path, updates: int, wall_s: float, device: bool) -> None:
-    summary = summarize(prof, updates, wall_s, device)
+    events = prof.key_averages()  # aggregated once, for the summary and both tables
+    summary = summarize(events, updates, wall_s, device)
     (out / "profile_summary.txt").write_text(summary)
     tables = []
     if device:
-        tables.append(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40))
-    tables.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
+        tables.append(events.table(sort_by="self_cuda_time_total", row_limit=40))
+    tables.append(events.table(sort_by="self_cpu_time_total", row_limit=40))
     (out / "profile_ops.txt").write_text("\n\n".join(tables) + "\n")
     prof.export_chrome_trace(str(out / "profile_trace.json.gz"))
     log.info("profile of %d updates written to %s:\n%s", updates, out, summary.rstrip())

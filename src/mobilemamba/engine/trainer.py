@@ -294,7 +294,7 @@ class Trainer:
         with iterating(self.train_loader) as it, update_profiler(profile_updates, self.run_dir, self.device) as tick:
             self._train_updates(p, it, tick)  # the loader is closed on a preemption too (see iterating)
 
-    def _train_updates(self, p: int, it: Iterator, tick: Callable[[], None] = lambda: None) -> None:
+    def _train_updates(self, p: int, it: Iterator, tick: Callable[[], None]) -> None:
         t, env = self.t, self.env
         bar = self._progress_bar(p)
         debug = t.get("debug") or {}
