@@ -1,6 +1,7 @@
 """timm's rand-m9-mstd0.5-inc1 on a uint8 batch tensor (``batch_randaug.py``): every op against timm's own PIL
-op image by image, then the policy's randomness (seeding, how often images change, the input left alone),
-and bad input."""
+op image by image, with the torch ops and with the Triton kernels (``randaug_kernels.py``; on CPU in Triton's
+interpreter, see ``tests/conftest.py``), then the policy's randomness (seeding, how often images change, the
+input left alone), the two kernel sets against each other, and bad input."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,18 @@ from PIL import Image
 
 aa = pytest.importorskip("timm.data.auto_augment", reason="timm is not installed")
 
+from mobilemamba.data import randaug_kernels  # noqa: E402
 from mobilemamba.data.batch_randaug import OPS, BatchRandAugment, apply_op  # noqa: E402
 from mobilemamba.data.randaug_spec import RandAugmentSpec  # noqa: E402
+
+TRITON_RUNS_HERE = randaug_kernels.available() and (torch.cuda.is_available() or randaug_kernels.interpreting())
+KERNELS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    not TRITON_RUNS_HERE, reason="needs triton (on a GPU, or TRITON_INTERPRET=1 on CPU)"))]  # fmt: skip
+
+
+def on_kernel_device(images: torch.Tensor, kernels: str) -> torch.Tensor:
+    """The Triton kernels run on the GPU where there is one (else in the interpreter, on CPU tensors)."""
+    return images.cuda() if kernels == "triton" and torch.cuda.is_available() else images
 
 H, W = 32, 40  # non-square, so that an x/y mix-up shows
 MEAN = (124, 116, 104)
@@ -75,12 +86,14 @@ def test_op_table_is_timms_increasing_set():
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
 @pytest.mark.parametrize("name", POINT_OPS)
-def test_point_and_enhance_ops_equal_timm_exactly(name, sign, monkeypatch):
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_point_and_enhance_ops_equal_timm_exactly(name, sign, kernels, monkeypatch):
     """The histogram, LUT and blend ops reproduce PIL's integer / float32 arithmetic: no difference at all,
     including PIL's truncations (e.g. SMOOTH on a flat region) and the constant / two-level corner cases."""
     images = varied_images()
     levels = [0.0, 1.3, 3.7, 5.0, 6.6, 9.0, 9.6, 10.0]
-    ours = apply_op(images, name, levels, sign=[sign] * len(levels), img_mean=MEAN)
+    ours = apply_op(on_kernel_device(images, kernels), name, levels, sign=[sign] * len(levels), img_mean=MEAN,
+                    kernels=kernels).cpu()
     ref = timm_reference(images, name, levels, sign, False, monkeypatch)
     assert ours.dtype == torch.uint8 and ours.shape == images.shape
     assert int(abs_diff(ours, ref).max()) == 0
@@ -94,12 +107,14 @@ WARP_LEVELS = [0.71, 2.37, 4.13, 5.57, 7.31, 8.83, 9.47, 9.93]
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
 @pytest.mark.parametrize("name", WARPS)
-def test_bilinear_warps_match_timm_to_float32_rounding(name, sign, monkeypatch):
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_bilinear_warps_match_timm_to_float32_rounding(name, sign, kernels, monkeypatch):
     """Bilinear: PIL's kernel, edge clamping and out-of-image test are the same as grid_sample's with border
     padding and a hard coverage mask, so only float32-vs-double truncation flips remain, even on noise.
     Measured: max 1 level, at most 0.07% of the values off (tolerance 0.5%)."""
     images = torch.cat([smooth_images(2, 11), varied_images()[[0, 1, 2, 5, 6, 7]]])  # incl. flat and two-level
-    ours = apply_op(images, name, WARP_LEVELS, sign=[sign] * 8, bicubic=[False] * 8, img_mean=MEAN)
+    ours = apply_op(on_kernel_device(images, kernels), name, WARP_LEVELS, sign=[sign] * 8, bicubic=[False] * 8,
+                    img_mean=MEAN, kernels=kernels).cpu()
     ref = timm_reference(images, name, WARP_LEVELS, sign, False, monkeypatch)
     diff = abs_diff(ours, ref)
     assert int(diff.max()) <= 1
@@ -108,12 +123,14 @@ def test_bilinear_warps_match_timm_to_float32_rounding(name, sign, monkeypatch):
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
 @pytest.mark.parametrize("name", WARPS)
-def test_bicubic_warps_match_timm_on_smooth_images(name, sign, monkeypatch):
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_bicubic_warps_match_timm_on_smooth_images(name, sign, kernels, monkeypatch):
     """Bicubic: torch's cubic (a = -0.75) is a little softer than PIL's (a = -1); on smooth images that costs
     a fraction of a level. Measured: mean 0.2 (translate) to 0.55 (rotate), max 4 levels, at most 0.4% of the
     values more than 2 off; the tolerances leave ~2x headroom and still fail a half-pixel misalignment."""
     images = smooth_images(8, 12)
-    ours = apply_op(images, name, WARP_LEVELS, sign=[sign] * 8, bicubic=[True] * 8, img_mean=MEAN)
+    ours = apply_op(on_kernel_device(images, kernels), name, WARP_LEVELS, sign=[sign] * 8, bicubic=[True] * 8,
+                    img_mean=MEAN, kernels=kernels).cpu()
     ref = timm_reference(images, name, WARP_LEVELS, sign, True, monkeypatch)
     diff = abs_diff(ours, ref)
     assert float(diff.float().mean()) < 1.0
@@ -121,10 +138,11 @@ def test_bicubic_warps_match_timm_on_smooth_images(name, sign, monkeypatch):
     assert int(diff.max()) <= 6
 
 
-def test_warps_fill_with_img_mean_where_pixels_come_from_outside():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_warps_fill_with_img_mean_where_pixels_come_from_outside(kernels):
     """A full-strength translation moves 45% of the width out of view: those columns are exactly the fill."""
-    images = smooth_images(2, 13)
-    out = apply_op(images, "TranslateXRel", [10.0, 10.0], sign=[1.0, -1.0], img_mean=(1, 2, 3))
+    images = on_kernel_device(smooth_images(2, 13), kernels)
+    out = apply_op(images, "TranslateXRel", [10.0, 10.0], sign=[1.0, -1.0], img_mean=(1, 2, 3), kernels=kernels).cpu()
     shift = int(0.45 * W)
     fill = torch.tensor([1, 2, 3], dtype=torch.uint8).view(3, 1, 1)
     assert (out[0, :, :, W - shift :] == fill).all() and (out[1, :, :, :shift] == fill).all()
@@ -207,15 +225,41 @@ def test_magnitude_is_clipped_to_magnitude_max():
         assert not torch.equal(out, apply_op(images, "SolarizeAdd", [12.0] * len(images)))
 
 
+@pytest.mark.skipif(not TRITON_RUNS_HERE, reason="needs triton (on a GPU, or TRITON_INTERPRET=1 on CPU)")
+def test_triton_kernels_give_the_torch_kernels_policy_batch():
+    """Same seed, same random choices whatever the kernels: the table and blend ops give the same bytes, the warps
+    may truncate a value one level differently (their grid is computed per pixel, not by a batched matmul).
+    The input is left alone, and a channels_last input gives the same batch."""
+    images = policy_images(48)
+    keep = images.clone()
+    ref = BatchRandAugment(RandAugmentSpec(), seed=9, kernels="torch")(images)
+    device_images = on_kernel_device(images, "triton")
+    ours = BatchRandAugment(RandAugmentSpec(), seed=9, kernels="triton")(device_images)
+    assert ours.dtype == torch.uint8 and ours.is_contiguous() and ours.data_ptr() != device_images.data_ptr()
+    assert torch.equal(device_images.cpu(), keep)
+    diff = abs_diff(ours.cpu(), ref)
+    assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.005
+    channels_last = device_images.contiguous(memory_format=torch.channels_last)
+    again = BatchRandAugment(RandAugmentSpec(), seed=9, kernels="triton")(channels_last)
+    assert torch.equal(again, ours)
+
+
+def test_triton_kernels_on_cpu_tensors_without_the_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(randaug_kernels, "interpreting", lambda: False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        apply_op(policy_images(2), "Invert", 5.0, kernels="triton")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_batch_matches_the_cpu_batch():
-    """Same seed, same choices: point ops are exact on both devices; grid_sample may round a few warped values
-    differently on the GPU."""
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_gpu_batch_matches_the_cpu_batch(kernels):
+    """Same seed, same choices: point ops are exact on both devices; the warps may round a few values differently
+    on the GPU."""
     images = policy_images(64)
-    cpu = BatchRandAugment(RandAugmentSpec(), seed=2)(images)
+    cpu = BatchRandAugment(RandAugmentSpec(), seed=2, kernels="torch")(images)
     gpu_in = images.cuda()
     keep = gpu_in.clone()
-    gpu = BatchRandAugment(RandAugmentSpec(), seed=2)(gpu_in)
+    gpu = BatchRandAugment(RandAugmentSpec(), seed=2, kernels=kernels)(gpu_in)
     assert gpu.is_cuda and torch.equal(gpu_in, keep)
     diff = abs_diff(gpu.cpu(), cpu)
     assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
@@ -245,6 +289,10 @@ def test_bad_arguments_raise_value_error():
         BatchRandAugment(RandAugmentSpec(), ops=["Rotate", "Sharpness"])
     with pytest.raises(ValueError, match="interpolation"):
         BatchRandAugment(RandAugmentSpec(), interpolation="nearest")
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        BatchRandAugment(RandAugmentSpec(), kernels="cuda")
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        apply_op(images, "Invert", 5.0, kernels="numpy")
     with pytest.raises(ValueError, match="img_mean"):
         BatchRandAugment(RandAugmentSpec(), img_mean=(124, 116))
     with pytest.raises(ValueError, match="level"):

@@ -28,6 +28,8 @@ def test_knob_defaults_types_and_the_older_prefetch_key():
     assert DataParams.from_cfg({**BASE, "prefetch": 3, "dali_prefetch": 5}).prefetch == 5
     assert DataParams.from_cfg({**BASE, "dali_thread": "auto"}).dali_thread is None
     assert DataParams.from_cfg({**BASE, "dali_thread": "false"}).dali_options()["thread"] is False
+    assert DataParams.from_cfg(BASE).dali_options()["randaug_kernels"] == "auto"
+    assert DataParams.from_cfg({**BASE, "randaug_kernels": "torch"}).dali_options()["randaug_kernels"] == "torch"
     p = DataParams.from_cfg(OmegaConf.create({**BASE, "dali_hw_decoder_load": "0.5", "dali_roi_decode": "false",
                                               "dali_prefetch": 3.0, "dali_preallocate_width_hint": 0}))  # fmt: skip
     opts = p.dali_options()
@@ -58,6 +60,7 @@ def test_auto_prefetch_thread_only_where_it_pays_on_cuda_with_the_torch_randaugm
         ("dali_roi_decode", "maybe", "must be true or false"),
         ("dali_zero_copy", 2, "must be true or false"),
         ("dali_threads", -2, "must be >= 0"),
+        ("randaug_kernels", "cuda", "must be one of auto, triton, torch, got 'cuda'"),
     ],
 )
 def test_bad_knob_values_give_a_one_line_error_naming_the_key(key, value, match):
@@ -104,6 +107,14 @@ def test_the_knobs_reach_the_gpu_pipelines(roi):
     val = val_pipeline(_no_source, batch_size=4, crop_pct=0.875, interpolation="bicubic", mean=(0.0,) * 3,
                        std=(1.0,) * 3, **common)  # fmt: skip
     assert "hw_decoder_load: 0.25" in _decoder_spec(val) and val.prefetch_queue_depth == 3
+
+
+@pytest.mark.parametrize("kernels", ["auto", "torch"])
+def test_randaug_kernels_reach_the_batched_randaugment(jpeg_folder, kernels):
+    cfg = dict(loader="dali", root=str(jpeg_folder), num_classes=NUM_CLASSES, dali_device="cpu", dali_threads=1,
+               randaug_kernels=kernels)  # fmt: skip
+    train, _ = build_loaders(cfg, {"auto_augment": "rand-m9-mstd0.5-inc1"}, **loader_kwargs())
+    assert train.transform.randaug.kernels == kernels
 
 
 def test_a_cpu_pipeline_gets_prefetch_and_whole_image_decoding_but_no_gpu_knobs(jpeg_folder):

@@ -40,7 +40,8 @@ def build_loaders(
     ``ROOT/.mobilemamba_exclude.txt`` if present), max_per_class, synthetic_size / train_size,
     synthetic_val_size / val_size, dali_device (auto|gpu|cpu), dali_threads, dali_prefetch (alias prefetch),
     dali_hw_decoder_load, dali_preallocate_width_hint, dali_preallocate_height_hint, dali_roi_decode,
-    dali_zero_copy, dali_randaug (torch|dali), dali_thread (auto|true|false) (see ``conf/data/imagenet.yaml``).
+    dali_zero_copy, dali_randaug (torch|dali), dali_thread (auto|true|false), randaug_kernels
+    (auto|triton|torch) (see ``conf/data/imagenet.yaml``).
     ``aug_cfg`` keys: auto_augment, reprob, remode, recount, train_interpolation, hflip, scale, ratio
     (missing keys take the published recipe's values).
     """

@@ -2,11 +2,18 @@
 
 Why: the DALI loader decodes, crops, resizes and flips a batch on the GPU, but DALI's own per-sample
 RandAugment (conditional execution per image, ``dali_randaug.py``) costs ~24 ms per 256-image batch. Here a
-layer of the policy is one batched pass per op *group*: the layer's random choices are drawn on the host
-(seeded ``numpy.random.Generator``), the images it changes are gathered once, sorted by op, and each op runs
-once, vectorized with per-image arguments, on its contiguous slice; results are scattered back into a new
-tensor. No Python loop over images and no device→host sync; two host→device copies per call (the sort order
-as int64, every per-image argument as one float32 block).
+layer's random choices are drawn on the host (seeded ``numpy.random.Generator``) for the whole batch, then run
+on the device with one of two kernel sets (``kernels``), which make the same choices:
+
+- ``triton`` (``randaug_kernels.py``; auto on CUDA): two kernel launches per layer over the whole batch, each
+  image's op code and arguments in one row; one host→device copy per call.
+- ``torch`` (auto on CPU): the images a layer changes are gathered once, sorted by op, and each op runs once,
+  vectorized with per-image arguments, on its contiguous slice; results are scattered back into a new tensor.
+  Two host→device copies per call (the sort order as int64, the per-image arguments as one float32 block), but
+  ~480 small tensor ops, so on a GPU it is bound by the host's dispatch time (~6 ms per 256-image batch on an
+  H200 host against ~2.3 ms for the Triton kernels, ``benchmarks/randaug_probe.py``).
+
+No Python loop over images and no device→host sync in either.
 
 Semantics (timm 1.0 ``RandAugment`` / ``AugmentOp`` with the ``_RAND_INCREASING_TRANSFORMS`` op set):
 each of ``num_layers`` layers picks, per image, one of the 15 ops uniformly (with replacement across layers)
@@ -42,8 +49,9 @@ Remaining differences from timm + PIL (measured in ``tests/data/test_data_batch_
   decides, and up to ~10% of an image's values may differ by one level. The policy draws generic levels.
 - rotation: PIL reduces the angle mod 360 and rounds cos/sin to 15 decimals; here they are used as computed.
 - randomness: the same distributions as timm's ``random`` / ``np.random`` draws, not the same streams.
-- cost: a call is ~480 small tensor ops (views included), so on a GPU it is bound by the host's dispatch time
-  (~12 ms per call on a slow 2-core CPU, far less on a training host) rather than by the GPU.
+- the Triton kernels compute the warps' sample grid per pixel (torch: ``affine_grid``'s batched matmul), so
+  the two kernel sets may truncate a warped value differently (a 256 x 224² batch on an H200: max 2 levels,
+  0.0016% of the values); the other ops give the same bytes.
 """
 from __future__ import annotations
 
@@ -56,6 +64,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import randaug_kernels
 from .base import host_to_device
 from .randaug_spec import RandAugmentSpec
 
@@ -67,6 +76,9 @@ OPS: tuple[str, ...] = (
 """timm's ``_RAND_INCREASING_TRANSFORMS``, in its order."""
 
 INTERPOLATIONS = ("random", "bilinear", "bicubic")
+KERNELS = ("auto", "triton", "torch")
+"""How a call runs: Triton kernels (``randaug_kernels.py``; on CPU tensors in Triton's slow interpreter), torch
+ops, or auto: Triton for CUDA tensors, torch otherwise."""
 _WARPS = frozenset({"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"})
 _HOST_LUT_OPS = frozenset(
     {"Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd", "BrightnessIncreasing"}
@@ -321,12 +333,55 @@ _DEVICE_LUTS: dict[str, _LutFn] = {"AutoContrast": _auto_contrast_lut, "Equalize
 _BLENDS: dict[str, _LutFn] = {"Color": _color, "Sharpness": _sharpness}
 
 
-def _execute(images: torch.Tensor, plans: Sequence[_LayerPlan], fill: Sequence[float]) -> torch.Tensor:
-    """Run the layers on a new contiguous copy of ``images``. Two host→device copies in all: the image
-    orders of every layer (int64), and their rows (float32; row 0 carries the fill colour)."""
-    out = images.clone(memory_format=torch.contiguous_format)
+def _execute(images: torch.Tensor, plans: Sequence[_LayerPlan], fill: Sequence[float], kernels: str) -> torch.Tensor:
+    """Run the layers on a new contiguous copy of ``images``, with the torch ops or the Triton kernels."""
     if not any(len(p.order) for p in plans):
-        return out
+        return images.clone(memory_format=torch.contiguous_format)
+    if _use_triton(kernels, images):
+        return _execute_triton(images, plans, fill)
+    return _execute_torch(images, plans, fill)
+
+
+def _use_triton(kernels: str, images: torch.Tensor) -> bool:
+    if kernels == "triton" and not randaug_kernels.available():
+        raise ValueError("kernels='triton' needs the triton package (torch's CUDA wheels bring it)")
+    return kernels == "triton" or (kernels == "auto" and images.is_cuda and randaug_kernels.available())
+
+
+_CODE_OF = {"HostLut": randaug_kernels.CODE_HOST_LUT, "AutoContrast": randaug_kernels.CODE_AUTOCONTRAST,
+            "Equalize": randaug_kernels.CODE_EQUALIZE, "Contrast": randaug_kernels.CODE_CONTRAST,
+            "Color": randaug_kernels.CODE_COLOR, "Sharpness": randaug_kernels.CODE_SHARPNESS,
+            "Warp": randaug_kernels.CODE_BILINEAR}  # fmt: skip
+
+
+def _dense_rows(plan: _LayerPlan, batch: int) -> np.ndarray:
+    """A layer's plan as one row per image in batch order: op code (0: unchanged), arguments, host table."""
+    dense = np.zeros((batch, randaug_kernels.ROW), np.float32)
+    for g in plan.groups:
+        code = _CODE_OF[g.kernel] + (g.kernel == "Warp" and g.bicubic)
+        dense[plan.order[g.start : g.stop], 0] = code
+    dense[plan.order, 1:] = plan.rows
+    return dense
+
+
+def _execute_triton(images: torch.Tensor, plans: Sequence[_LayerPlan], fill: Sequence[float]) -> torch.Tensor:
+    """Two kernel launches per layer that changes any image, and one host→device copy of every layer's rows."""
+    plans = [p for p in plans if len(p.order)]
+    batch = images.shape[0]
+    rows = host_to_device(np.stack([_dense_rows(p, batch) for p in plans]), images.device)
+    luts = torch.empty((batch, 3, 256), dtype=torch.int32, device=images.device)
+    src = images.contiguous()
+    for layer in range(len(plans)):
+        dst = torch.empty_like(src, memory_format=torch.contiguous_format)
+        randaug_kernels.run_layer(src, dst, rows[layer], luts, tuple(fill), _SMOOTH_SIDE, _SMOOTH_CENTRE)
+        src = dst
+    return src
+
+
+def _execute_torch(images: torch.Tensor, plans: Sequence[_LayerPlan], fill: Sequence[float]) -> torch.Tensor:
+    """Each layer's groups as torch ops. Two host→device copies in all: the image orders of every layer (int64),
+    and their rows (float32; row 0 carries the fill colour)."""
+    out = images.clone(memory_format=torch.contiguous_format)
     fill_row = np.zeros((1, _ROW_WIDTH), np.float32)
     fill_row[0, :3] = fill
     order = host_to_device(np.concatenate([p.order for p in plans]), out.device)
@@ -382,6 +437,11 @@ def _check_ops(ops: Sequence[str]) -> None:
         raise ValueError(f"unknown RandAugment op(s) {unknown}; known: {', '.join(OPS)}")
 
 
+def _check_kernels(kernels: str) -> None:
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+
+
 def _check_fill(img_mean: Sequence[float]) -> tuple[float, float, float]:
     if len(img_mean) != 3:
         raise ValueError(f"img_mean must have 3 values (R, G, B in 0..255), got {img_mean!r}")
@@ -403,15 +463,17 @@ def _per_image(values, batch: int, what: str, dtype) -> np.ndarray:
 def apply_op(images: torch.Tensor, name: str, level: Union[torch.Tensor, Sequence[float], float],
              sign: Union[torch.Tensor, Sequence[float], None] = None,
              bicubic: Union[torch.Tensor, Sequence[bool], None] = None,
-             img_mean: Sequence[float] = (124, 116, 104), translate_pct: float = 0.45) -> torch.Tensor:  # fmt: skip
+             img_mean: Sequence[float] = (124, 116, 104), translate_pct: float = 0.45,
+             kernels: str = "auto") -> torch.Tensor:  # fmt: skip
     """One op on every image of a uint8 batch with per-image levels (and signs ±1 / bicubic flags): the unit
     the tests compare with timm.
 
     ``level`` is timm's magnitude (0..10 scale, not clipped here); ``sign`` (default +1) is the sign timm's
-    ``_randomly_negate`` would pick; ``bicubic`` (default False: bilinear) matters for the warps only.
-    Returns a new contiguous uint8 tensor on the images' device.
+    ``_randomly_negate`` would pick; ``bicubic`` (default False: bilinear) matters for the warps only;
+    ``kernels`` as in :class:`BatchRandAugment`. Returns a new contiguous uint8 tensor on the images' device.
     """
     _check_images(images)
+    _check_kernels(kernels)
     _check_ops([name])
     fill = _check_fill(img_mean)
     b, _, h, w = images.shape
@@ -419,7 +481,7 @@ def apply_op(images: torch.Tensor, name: str, level: Union[torch.Tensor, Sequenc
     sign = np.where(_per_image(1.0 if sign is None else sign, b, "sign", np.float64) < 0, -1.0, 1.0)
     bicubic = _per_image(False if bicubic is None else bicubic, b, "bicubic", bool)
     plan = _plan_layer(np.zeros(b, np.int64), np.ones(b, bool), level, sign, bicubic, (name,), w, h, translate_pct)
-    return _execute(images, [plan], fill)
+    return _execute(images, [plan], fill, kernels)
 
 
 class BatchRandAugment:
@@ -428,16 +490,17 @@ class BatchRandAugment:
     ``interpolation``: "random" (bilinear or bicubic per image per application, timm's default for
     ``train_interpolation=random``), "bilinear" or "bicubic". ``ops``: the op set to choose from (default
     all 15 of timm's increasing set; a subset serves tests and ablations). ``seed`` seeds the host generator
-    that draws every random choice.
+    that draws every random choice. ``kernels``: see :data:`KERNELS`; the random choices do not depend on it.
     """
 
     def __init__(self, spec: RandAugmentSpec, *, img_mean: Sequence[float] = (124, 116, 104),
                  translate_pct: float = 0.45, interpolation: str = "random", seed: Optional[int] = None,
-                 ops: Sequence[str] = OPS) -> None:  # fmt: skip
+                 ops: Sequence[str] = OPS, kernels: str = "auto") -> None:  # fmt: skip
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         _check_ops(ops)
-        self.spec = spec
+        _check_kernels(kernels)
+        self.spec, self.kernels = spec, kernels
         self.img_mean = _check_fill(img_mean)
         self.translate_pct = float(translate_pct)
         self.interpolation = interpolation
@@ -472,8 +535,8 @@ class BatchRandAugment:
         _check_images(images)
         b, _, h, w = images.shape
         plans = [self._plan(b, w, h) for _ in range(self.spec.num_layers)]
-        return _execute(images, plans, self.img_mean)
+        return _execute(images, plans, self.img_mean, self.kernels)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.spec}, interpolation={self.interpolation!r}, "
-                f"img_mean={self.img_mean}, ops={len(self.ops)})")  # fmt: skip
+                f"img_mean={self.img_mean}, ops={len(self.ops)}, kernels={self.kernels!r})")  # fmt: skip

@@ -15,6 +15,8 @@ DALI_HW_DECODER_LOAD = 0.9
 LOADERS = ("auto", "torch", "folder", "dali", "synthetic")
 # where the DALI loader runs RandAugment: on the device batch in torch (batch_randaug.py), or in DALI's pipeline
 DALI_RANDAUGS = ("torch", "dali")
+# the batched RandAugment's kernels (batch_randaug.KERNELS): auto is Triton on CUDA tensors, torch ops otherwise
+RANDAUG_KERNELS = ("auto", "triton", "torch")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -95,7 +97,8 @@ class DataParams:
     dali_roi_decode: bool = True  # decode only the random crop (False: decode whole, then crop + resize)
     dali_zero_copy: bool = True  # GPU outputs handed to torch on its stream via DLPack (False: host-synced copy)
     dali_randaug: str = "torch"  # torch: batched on the device after DALI (batch_randaug.py) | dali: in the pipeline
-    dali_thread: Optional[bool] = None  # hand-off + torch tail in a background thread; None (auto): CUDA + torch RandAugment
+    dali_thread: Optional[bool] = None  # hand-off + torch tail in a background thread; None (auto): see auto_thread
+    randaug_kernels: str = "auto"  # the batched RandAugment's kernels: auto (Triton on CUDA) | triton | torch
 
     @classmethod
     def from_cfg(cls, data_cfg: Any) -> "DataParams":
@@ -117,6 +120,9 @@ class DataParams:
             raise DatasetError(f"data.dali_device must be auto, gpu or cpu, got {p.dali_device!r}")
         if p.dali_randaug not in DALI_RANDAUGS:
             raise DatasetError(f"data.dali_randaug must be torch or dali, got {p.dali_randaug!r}")
+        if p.randaug_kernels not in RANDAUG_KERNELS:
+            raise DatasetError(f"data.randaug_kernels must be one of {', '.join(RANDAUG_KERNELS)}, "
+                               f"got {p.randaug_kernels!r}")
         if p.num_classes is not None and int(p.num_classes) < 1:
             raise DatasetError(f"data.num_classes must be >= 1, got {p.num_classes}")
         if not 0.0 <= p.dali_hw_decoder_load <= 1.0:
@@ -145,6 +151,7 @@ class DataParams:
             zero_copy=self.dali_zero_copy,
             randaug=self.dali_randaug,
             thread=self.dali_thread,
+            randaug_kernels=self.randaug_kernels,
         )
 
 

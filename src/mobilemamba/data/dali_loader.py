@@ -9,10 +9,10 @@ wrap-around: ``len(loader)`` batches per epoch, resume inside an epoch just star
 
 Train: decode with random-area crop (``aug.scale``, ``aug.ratio``) → resize (bilinear or bicubic at random for
 ``train_interpolation=random``) → flip → uint8 CHW out of DALI; then, in torch on the device batch
-(:class:`DeviceTrainTail`): timm's RandAugment (``batch_randaug.py``, one batched pass per op) → normalize →
-random erasing (``erasing.py``, timm's distribution). ``data.dali_randaug=dali`` runs RandAugment inside the
-pipeline instead (``dali_randaug.py``: DALI's per-sample conditional ops, ~23 ms per 256-image batch on an H200
-against ~7 ms of launches for the batched one). On CUDA with the batched RandAugment a background thread
+(:class:`DeviceTrainTail`): timm's RandAugment (``batch_randaug.py``, batched; on CUDA two Triton kernels per layer)
+→ normalize → random erasing (``erasing.py``, timm's distribution). ``data.dali_randaug=dali`` runs RandAugment inside
+the pipeline instead (``dali_randaug.py``: DALI's per-sample conditional ops, ~23 ms per 256-image batch on an H200
+against ~2.3 ms of host time for the batched one). On CUDA with the batched RandAugment a background thread
 (``prefetch.py``, ``data.dali_thread``, :func:`auto_thread`) runs the hand-off and the torch tail ahead of the
 consumer. Val: resize the shorter side to ``int(size / crop_pct)`` (bicubic), centre crop, normalize, all in DALI.
 
@@ -464,9 +464,10 @@ def default_threads(world_size: int) -> int:
 def auto_thread(device: torch.device, torch_randaug: bool) -> bool:
     """``data.dali_thread=auto``: the prefetch thread on CUDA when the torch tail runs the batched RandAugment.
 
-    Measured side by side on one H200 (GPU session Q, 224 px, batch 256): with the batched RandAugment the thread
-    gives 11,719 img/s against 10,324 without; with only normalize + erasing in the tail it costs (16,493 against
-    19,144), so there the tail stays on the consumer's thread."""
+    Measured side by side on one H200 (224 px, batch 256): with the batched RandAugment's Triton kernels the thread
+    gives 18,644 img/s against 12,866 without (GPU session S; with its torch ops, 11,719 against 10,324 in session
+    Q); with only normalize + erasing in the tail it costs (16,493 against 19,144, Q), so there the tail stays on the
+    consumer's thread."""
     return device.type == "cuda" and torch_randaug
 
 
@@ -496,11 +497,13 @@ def build_dali_loaders(
     zero_copy: bool = True,
     randaug: str = "torch",
     thread: Optional[bool] = None,
+    randaug_kernels: str = "auto",
 ) -> tuple[DaliLoader, DaliLoader]:
     """Train and val loaders; ``hw_decoder_load`` and ``preallocate_hint`` reach the GPU (``mixed``) decoders
     only, ``roi_decode`` the train pipeline, ``zero_copy`` the GPU outputs, ``randaug`` (torch | dali) says where
-    RandAugment runs (see the module docstring), ``thread`` (None: see :func:`auto_thread`) whether a background
-    thread runs the pipelines' hand-off and the torch tail ahead of the consumer (``prefetch.py``)."""
+    RandAugment runs (see the module docstring), ``randaug_kernels`` how the batched one runs (auto: Triton on CUDA,
+    see ``batch_randaug.KERNELS``), ``thread`` (None: see :func:`auto_thread`) whether a background thread runs the
+    pipelines' hand-off and the torch tail ahead of the consumer (``prefetch.py``)."""
     require_dali()
     if randaug not in DALI_RANDAUGS:
         raise DatasetError(f"data.dali_randaug must be one of {', '.join(DALI_RANDAUGS)}, got {randaug!r}")
@@ -521,7 +524,7 @@ def build_dali_loaders(
         mean, std, channels_last=channels_last,
         randaug=BatchRandAugment(parse_rand_augment(aug.auto_augment), interpolation=_randaug_interpolation(aug),
                                  img_mean=[min(255, round(255 * m)) for m in mean],  # timm's fill colour
-                                 seed=_pipeline_seed(seed, rank, 1))
+                                 seed=_pipeline_seed(seed, rank, 1), kernels=randaug_kernels)
         if torch_randaug else None,
         erasing=BatchRandomErasing(aug.reprob, aug.remode, aug.recount, seed=_pipeline_seed(seed, rank))
         if aug.reprob > 0 else None,
