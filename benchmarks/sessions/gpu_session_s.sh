@@ -9,6 +9,7 @@
 #   STAGE=b (a second five-call chain, PART=5 with STAGE=b): how far the DALI side goes (ROI vs whole decoding,
 #             hardware-decoder share, prefetch; the full recipe twice for the noise; no-RandAugment and decode-only
 #             ceilings), then S6 in train.py on the JPEGs through DALI with the Triton RandAugment: data wait per step
+#   STAGE=d   (PART=0, one call, no DALI) the final kernels: RandAugment tests, the compile test, randaug_probe.py
 #   STAGE=c   S6 in train.py on DALI twice in one call: Python's GIL switch interval at its default 5 ms, then 0.5 ms
 #             (b: the step is 40.4 ms with DALI against 29.9 ms on synthetic batches; is it the GIL hand-off?)
 set -uo pipefail
@@ -16,7 +17,12 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 T0=$(date +%s)
 PART=${PART:-1}
 . benchmarks/sessions/dali_parts.sh
-if [ "$PART" = 5 ] && [ "${STAGE:-a}" = b ]; then
+if [ "${STAGE:-a}" = d ]; then  # one call, no DALI: the final kernels (after review) on the GPU
+  python3 -c "import triton, torch; print('triton', triton.__version__, 'torch', torch.__version__)"
+  timeout 200 python3 -m pytest -q -p no:cacheprovider tests/data/test_data_batch_randaug.py \
+    tests/data/test_data_randaug_kernels.py 2>&1 | tail -1
+  timeout 120 python3 benchmarks/randaug_probe.py > $OUT/randaug_probe_final.md 2>&1; tail -9 $OUT/randaug_probe_final.md
+elif [ "$PART" = 5 ] && [ "${STAGE:-a}" = b ]; then
   assemble_dali
   [ -d /tmp/inl/train ] || python3 benchmarks/make_imagenet_like.py /tmp/inl --classes 100 --per-class 150 --val-per-class 3 2>&1 | tail -1
   cat /tmp/inl/train/*/*.JPEG > /dev/null

@@ -11,7 +11,7 @@ on the device with one of two kernel sets (``kernels``), which make the same cho
   vectorized with per-image arguments, on its contiguous slice; results are scattered back into a new tensor.
   Two host→device copies per call (the sort order as int64, the per-image arguments as one float32 block), but
   ~480 small tensor ops, so on a GPU it is bound by the host's dispatch time (~6 ms per 256-image batch on an
-  H200 host against ~2.3 ms for the Triton kernels, ``benchmarks/randaug_probe.py``).
+  H200 host against ~2 ms for the Triton kernels, ``benchmarks/randaug_probe.py``).
 
 No Python loop over images and no device→host sync in either.
 

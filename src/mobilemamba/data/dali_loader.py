@@ -9,10 +9,10 @@ wrap-around: ``len(loader)`` batches per epoch, resume inside an epoch just star
 
 Train: decode with random-area crop (``aug.scale``, ``aug.ratio``) → resize (bilinear or bicubic at random for
 ``train_interpolation=random``) → flip → uint8 CHW out of DALI; then, in torch on the device batch
-(:class:`DeviceTrainTail`): timm's RandAugment (``batch_randaug.py``, batched; on CUDA two Triton kernels per layer)
-→ normalize → random erasing (``erasing.py``, timm's distribution). ``data.dali_randaug=dali`` runs RandAugment inside
-the pipeline instead (``dali_randaug.py``: DALI's per-sample conditional ops, ~23 ms per 256-image batch on an H200
-against ~2.3 ms of host time for the batched one). On CUDA with the batched RandAugment a background thread
+(:class:`DeviceTrainTail`): timm's RandAugment (``batch_randaug.py``, batched; on CUDA two Triton kernels per
+layer) → normalize → random erasing (``erasing.py``, timm's distribution). ``data.dali_randaug=dali`` runs RandAugment
+inside the pipeline instead (``dali_randaug.py``: DALI's per-sample conditional ops, ~23 ms per 256-image batch on an
+H200 against ~2 ms of host time for the batched one). On CUDA with the batched RandAugment a background thread
 (``prefetch.py``, ``data.dali_thread``, :func:`auto_thread`) runs the hand-off and the torch tail ahead of the
 consumer. Val: resize the shorter side to ``int(size / crop_pct)`` (bicubic), centre crop, normalize, all in DALI.
 

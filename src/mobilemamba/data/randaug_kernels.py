@@ -2,10 +2,10 @@
 the semantics and the torch version these kernels reproduce).
 
 Why: the torch version sorts a layer's images by op and runs each op on its slice, ~480 small launches per call,
-so on a GPU it is bound by the host's dispatch time (5.8 ms per 256 x 224² batch on an H200 host; 2.3 ms here,
-mostly the host's numpy planning, ``benchmarks/randaug_probe.py``). Here each image carries an op *code* and its
-arguments in one dense row, and a layer is two launches over the whole batch, each program branching on its image's
-code:
+so on a GPU it is bound by the host's dispatch time (5.8–6.6 ms per 256 x 224² batch on an H200 host; 1.8–2.3 ms
+here, mostly the host's numpy planning, ``benchmarks/randaug_probe.py``). Here each image carries an op *code* and
+its arguments in one dense row, and a layer is two launches over the whole batch, each program branching on its
+image's code:
 
 - ``_tables``: one program per image builds the image's three 256-entry tables: copied from the host row
   (Invert, Posterize, Solarize, SolarizeAdd, Brightness), or from the image's histograms (AutoContrast,
@@ -23,6 +23,7 @@ tests); ``batch_randaug.py`` uses them for CUDA tensors.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -256,6 +257,8 @@ def run_layer(src: torch.Tensor, dst: torch.Tensor, rows: torch.Tensor, luts: to
                          "before triton is imported (or use kernels='torch')")
     b, _, h, w = src.shape
     options = dict(enable_fp_fusion=False)
-    _tables_kernel[(b,)](src, rows, luts, h * w, ROW=ROW, BLOCK=TABLES_BLOCK, num_warps=8, **options)
-    _pixels_kernel[(b, triton.cdiv(h * w, PIXELS_BLOCK))](src, dst, rows, luts, h, w, *fill, side, centre, ROW=ROW,
-                                                         BLOCK=PIXELS_BLOCK, num_warps=4, **options)  # fmt: skip
+    # Triton launches on the current device: make it the images' one
+    with torch.cuda.device(src.device) if src.is_cuda else contextlib.nullcontext():
+        _tables_kernel[(b,)](src, rows, luts, h * w, ROW=ROW, BLOCK=TABLES_BLOCK, num_warps=8, **options)
+        _pixels_kernel[(b, triton.cdiv(h * w, PIXELS_BLOCK))](src, dst, rows, luts, h, w, *fill, side, centre,
+                                                             ROW=ROW, BLOCK=PIXELS_BLOCK, num_warps=4, **options)
