@@ -17,6 +17,10 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 T0=$(date +%s)
 PART=${PART:-1}
 . benchmarks/sessions/dali_parts.sh
+# S6 in train.py on the JPEGs through DALI (stages b and c), as in session N
+S6_DALI="experiment=mobilemamba_s6 data.root=/tmp/inl data.loader=dali data.num_classes=100 data.batch_size=256
+  trainer.epochs=1 trainer.compile=true trainer.compile_mode=reduce-overhead trainer.channels_last=true
+  trainer.final_eval=false trainer.eval_max_batches=1 trainer.progress=false trainer.log_every=2 logger=csv"
 if [ "${STAGE:-a}" = d ]; then  # one call, no DALI: the final kernels (after review) on the GPU
   python3 -c "import triton, torch; print('triton', triton.__version__, 'torch', torch.__version__)"
   timeout 200 python3 -m pytest -q -p no:cacheprovider tests/data/test_data_batch_randaug.py \
@@ -35,10 +39,7 @@ full+dali_prefetch=6,no-randaug+dali_thread=false,decode-only+dali_thread=false,
   echo "loader done after $(( $(date +%s) - T0 )) s"
   mkdir -p $OUT/s6_dali
   (while sleep 5; do cp /tmp/s6_dali/metrics.jsonl $OUT/s6_dali/ 2>/dev/null; done) &
-  RUN="experiment=mobilemamba_s6 data.root=/tmp/inl data.loader=dali data.num_classes=100 data.batch_size=256
-       trainer.epochs=1 trainer.compile=true trainer.compile_mode=reduce-overhead trainer.channels_last=true
-       trainer.final_eval=false trainer.eval_max_batches=1 trainer.progress=false trainer.log_every=2 logger=csv"
-  timeout 330 python3 train.py $RUN hydra.run.dir=/tmp/s6_dali > $OUT/s6_dali/train.log 2>&1
+  timeout 330 python3 train.py $S6_DALI hydra.run.dir=/tmp/s6_dali > $OUT/s6_dali/train.log 2>&1
   cp /tmp/s6_dali/metrics.jsonl $OUT/s6_dali/ 2>/dev/null
   grep -E "Error|error" $OUT/s6_dali/train.log | tail -3
   python3 benchmarks/data_wait.py /tmp/s6_dali/metrics.jsonl
@@ -46,13 +47,10 @@ elif [ "$PART" = 5 ] && [ "${STAGE:-a}" = c ]; then
   assemble_dali
   [ -d /tmp/inl/train ] || python3 benchmarks/make_imagenet_like.py /tmp/inl --classes 100 --per-class 150 --val-per-class 3 2>&1 | tail -1
   cat /tmp/inl/train/*/*.JPEG > /dev/null
-  RUN="experiment=mobilemamba_s6 data.root=/tmp/inl data.loader=dali data.num_classes=100 data.batch_size=256
-       trainer.epochs=1 trainer.compile=true trainer.compile_mode=reduce-overhead trainer.channels_last=true
-       trainer.final_eval=false trainer.eval_max_batches=1 trainer.progress=false trainer.log_every=2 logger=csv"
   for SWITCH_MS in 5 0.5; do  # Python's default GIL switch interval, then a tenth of it
     R=/tmp/s6_switch_$SWITCH_MS; mkdir -p $OUT/s6_switch_$SWITCH_MS
     timeout 270 python3 -c "import runpy, sys; sys.setswitchinterval($SWITCH_MS / 1000); sys.argv = ['train.py'] + sys.argv[1:]
-runpy.run_path('train.py', run_name='__main__')" $RUN hydra.run.dir=$R > $OUT/s6_switch_$SWITCH_MS/train.log 2>&1
+runpy.run_path('train.py', run_name='__main__')" $S6_DALI hydra.run.dir=$R > $OUT/s6_switch_$SWITCH_MS/train.log 2>&1
     cp $R/metrics.jsonl $OUT/s6_switch_$SWITCH_MS/ 2>/dev/null
     grep -E "Error|error" $OUT/s6_switch_$SWITCH_MS/train.log | tail -3
     echo "switch interval $SWITCH_MS ms:"; python3 benchmarks/data_wait.py $R/metrics.jsonl | tail -1

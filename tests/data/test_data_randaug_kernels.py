@@ -22,9 +22,9 @@ def compile_kernel(fn, signature):
     names = list(signature)
     constexprs = {(names.index(k),): v for k, v in signature.items() if not isinstance(v, str)}
     signature = {k: (v if isinstance(v, str) else "constexpr") for k, v in signature.items()}
-    source = ASTSource(fn=triton.jit(fn), signature=signature, constexprs=constexprs)
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
     kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(enable_fp_fusion=False))
-    print(fn.__name__, "compiled", len(kernel.asm["cubin"]) > 0)
+    print(fn.fn.__name__, "compiled", len(kernel.asm["cubin"]) > 0)
 
 compile_kernel(rk._tables, dict(src="*u8", rows="*fp32", luts="*i32", HW="i32", ROW=rk.ROW, BLOCK=rk.TABLES_BLOCK))
 compile_kernel(rk._pixels, dict(src="*u8", dst="*u8", rows="*fp32", luts="*i32", H="i32", W="i32", fill_r="fp32",

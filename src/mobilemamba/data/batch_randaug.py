@@ -358,7 +358,7 @@ def _dense_rows(plan: _LayerPlan, batch: int) -> np.ndarray:
     """A layer's plan as one row per image in batch order: op code (0: unchanged), arguments, host table."""
     dense = np.zeros((batch, randaug_kernels.ROW), np.float32)
     for g in plan.groups:
-        code = _CODE_OF[g.kernel] + (g.kernel == "Warp" and g.bicubic)
+        code = randaug_kernels.CODE_BICUBIC if g.kernel == "Warp" and g.bicubic else _CODE_OF[g.kernel]
         dense[plan.order[g.start : g.stop], 0] = code
     dense[plan.order, 1:] = plan.rows
     return dense

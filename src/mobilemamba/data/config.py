@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from .batch_randaug import KERNELS as RANDAUG_KERNELS  # auto: Triton on CUDA tensors, torch ops otherwise
 from .folder import DatasetError
 
 # nvJPEG's share of JPEGs for the GPU's hardware decoder (A100/H100/H200); DALI 2.x defaults to 0.65 (0.9 in
@@ -15,8 +16,6 @@ DALI_HW_DECODER_LOAD = 0.9
 LOADERS = ("auto", "torch", "folder", "dali", "synthetic")
 # where the DALI loader runs RandAugment: on the device batch in torch (batch_randaug.py), or in DALI's pipeline
 DALI_RANDAUGS = ("torch", "dali")
-# the batched RandAugment's kernels (batch_randaug.KERNELS): auto is Triton on CUDA tensors, torch ops otherwise
-RANDAUG_KERNELS = ("auto", "triton", "torch")
 
 
 def to_dict(cfg: Any) -> dict:

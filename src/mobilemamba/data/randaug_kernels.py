@@ -45,7 +45,33 @@ def available() -> bool:
     return triton is not None
 
 
-def _cubic_weights_fn(t):
+# triton.jit, or (no triton) the plain function: the module imports either way, and available() tells
+_jit = triton.jit if triton is not None else (lambda fn: fn)
+
+
+@_jit
+def _clip_floor(x):
+    """PIL's float -> UINT8 store as a float: clip to [0, 255], then truncate (batch_randaug's ``_to_uint8``)."""
+    return tl.floor(tl.minimum(tl.maximum(x, 0.0), 255.0))
+
+
+@_jit
+def _blend(degenerate, image, alpha):
+    """PIL's ``Image.blend(degenerate, image, alpha)`` in float32, stored: batch_randaug's ``_blend``."""
+    return _clip_floor(degenerate + alpha * (image - degenerate))
+
+
+@_jit
+def _pil_gray(image, HW, offs, mask):
+    """PIL's RGB -> L of the pixels ``offs`` of a planar RGB image, int32 (masked lanes: 0)."""
+    r = tl.load(image + offs, mask=mask, other=0).to(tl.int32)
+    g = tl.load(image + HW + offs, mask=mask, other=0).to(tl.int32)
+    b = tl.load(image + 2 * HW + offs, mask=mask, other=0).to(tl.int32)
+    return (r * 19595 + g * 38470 + b * 7471 + 32768) >> 16
+
+
+@_jit
+def _cubic_weights(t):
     """torch's ``get_cubic_upsample_coefficients`` (a = -0.75): the weights of the taps at -1, 0, 1, 2 for an offset
     ``t`` in [0, 1), in torch's order of operations."""
     A = -0.75
@@ -59,8 +85,7 @@ def _cubic_weights_fn(t):
     return w0, w1, w2, w3
 
 
-
-
+@_jit
 def _tables(src, rows, luts, HW, ROW: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     row = rows + b * ROW
@@ -100,19 +125,14 @@ def _tables(src, rows, luts, HW, ROW: tl.constexpr, BLOCK: tl.constexpr):
         total = tl.zeros([BLOCK], dtype=tl.int64)
         for start in range(0, HW, BLOCK):
             offs = start + tl.arange(0, BLOCK)
-            inside = offs < HW
-            r = tl.load(image + offs, mask=inside, other=0).to(tl.int32)
-            g = tl.load(image + HW + offs, mask=inside, other=0).to(tl.int32)
-            bl = tl.load(image + 2 * HW + offs, mask=inside, other=0).to(tl.int32)
-            total += ((r * 19595 + g * 38470 + bl * 7471 + 32768) >> 16).to(tl.int64)
+            total += _pil_gray(image, HW, offs, offs < HW).to(tl.int64)
         mean = tl.floor(tl.sum(total, 0).to(tl.float64) / HW + 0.5).to(tl.float32)
-        alpha = tl.load(row + 1)
-        blended = mean + alpha * (levels.to(tl.float32) - mean)
-        lut = tl.floor(tl.minimum(tl.maximum(blended, 0.0), 255.0)).to(tl.int32)
+        lut = _blend(mean, levels.to(tl.float32), tl.load(row + 1)).to(tl.int32)
         for c in tl.static_range(3):
             tl.store(out + c * 256 + levels, lut)
 
 
+@_jit
 def _pixels(src, dst, rows, luts, H, W, fill_r, fill_g, fill_b, side, centre, ROW: tl.constexpr,
             BLOCK: tl.constexpr):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
@@ -133,13 +153,10 @@ def _pixels(src, dst, rows, luts, H, W, fill_r, fill_g, fill_b, side, centre, RO
             tl.store(out + c * HW + offs, mapped.to(tl.uint8), mask=inside)
     elif code == 5:  # Color: blend with the grayscale image
         alpha = tl.load(row + 1)
-        r = tl.load(image + offs, mask=inside, other=0).to(tl.int32)
-        g = tl.load(image + HW + offs, mask=inside, other=0).to(tl.int32)
-        bl = tl.load(image + 2 * HW + offs, mask=inside, other=0).to(tl.int32)
-        gray = ((r * 19595 + g * 38470 + bl * 7471 + 32768) >> 16).to(tl.float32)
+        gray = _pil_gray(image, HW, offs, inside).to(tl.float32)
         for c in tl.static_range(3):
             x = tl.load(image + c * HW + offs, mask=inside, other=0).to(tl.float32)
-            y = tl.floor(tl.minimum(tl.maximum(gray + alpha * (x - gray), 0.0), 255.0))
+            y = _blend(gray, x, alpha)
             tl.store(out + c * HW + offs, y.to(tl.uint8), mask=inside)
     elif code == 6:  # Sharpness: blend with PIL's SMOOTH, summed in PIL's order; border pixels unchanged
         alpha = tl.load(row + 1)
@@ -160,8 +177,8 @@ def _pixels(src, dst, rows, luts, H, W, fill_r, fill_g, fill_b, side, centre, RO
             acc = acc + ((tl.load(above - 1, mask=interior, other=0).to(tl.float32) * side
                           + tl.load(above, mask=interior, other=0).to(tl.float32) * side)
                          + tl.load(above + 1, mask=interior, other=0).to(tl.float32) * side)  # fmt: skip
-            smooth = tl.where(interior, tl.floor(tl.minimum(tl.maximum(acc, 0.0), 255.0)), x)
-            y = tl.floor(tl.minimum(tl.maximum(smooth + alpha * (x - smooth), 0.0), 255.0))
+            smooth = tl.where(interior, _clip_floor(acc), x)
+            y = _blend(smooth, x, alpha)
             tl.store(out + c * HW + offs, y.to(tl.uint8), mask=inside)
     else:  # affine warp: affine_grid (align_corners=False) + grid_sample (border taps), fill outside the image
         t0 = tl.load(row + 1)
@@ -201,8 +218,7 @@ def _pixels(src, dst, rows, luts, H, W, fill_r, fill_g, fill_b, side, centre, RO
                 v += tl.load(plane + y1 * W + x0, mask=inside, other=0).to(tl.float32) * w_sw
                 v += tl.load(plane + y1 * W + x1, mask=inside, other=0).to(tl.float32) * w_se
                 fill = fill_r if c == 0 else (fill_g if c == 1 else fill_b)
-                y = tl.where(covered, v + 1e-3, fill)  # batch_randaug's _TRUNC_EPS
-                y = tl.floor(tl.minimum(tl.maximum(y, 0.0), 255.0))
+                y = _clip_floor(tl.where(covered, v + 1e-3, fill))  # batch_randaug's _TRUNC_EPS
                 tl.store(out + c * HW + offs, y.to(tl.uint8), mask=inside)
         else:  # bicubic (a = -0.75) over the 4x4 taps around the point, each tap clamped to the image
             ix = tl.minimum(tl.maximum(ix, -4.0), Wf + 4.0)  # far outside only the fill counts
@@ -231,8 +247,7 @@ def _pixels(src, dst, rows, luts, H, W, fill_r, fill_g, fill_b, side, centre, RO
                     cy = cy0 if r == 0 else (cy1 if r == 1 else (cy2 if r == 2 else cy3))
                     v += line * cy
                 fill = fill_r if c == 0 else (fill_g if c == 1 else fill_b)
-                y = tl.where(covered, v + 1e-3, fill)  # batch_randaug's _TRUNC_EPS
-                y = tl.floor(tl.minimum(tl.maximum(y, 0.0), 255.0))
+                y = _clip_floor(tl.where(covered, v + 1e-3, fill))  # batch_randaug's _TRUNC_EPS
                 tl.store(out + c * HW + offs, y.to(tl.uint8), mask=inside)
 
 
@@ -241,10 +256,6 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
-# jitted here, not with decorators, so that the module imports without triton (then ``available()`` is False)
-_cubic_weights = triton.jit(_cubic_weights_fn) if triton is not None else None  # called by _pixels
-_tables_kernel = triton.jit(_tables) if triton is not None else None
-_pixels_kernel = triton.jit(_pixels) if triton is not None else None
 TABLES_BLOCK, PIXELS_BLOCK = 2048, 1024
 
 
@@ -259,6 +270,6 @@ def run_layer(src: torch.Tensor, dst: torch.Tensor, rows: torch.Tensor, luts: to
     options = dict(enable_fp_fusion=False)
     # Triton launches on the current device: make it the images' one
     with torch.cuda.device(src.device) if src.is_cuda else contextlib.nullcontext():
-        _tables_kernel[(b,)](src, rows, luts, h * w, ROW=ROW, BLOCK=TABLES_BLOCK, num_warps=8, **options)
-        _pixels_kernel[(b, triton.cdiv(h * w, PIXELS_BLOCK))](src, dst, rows, luts, h, w, *fill, side, centre,
-                                                             ROW=ROW, BLOCK=PIXELS_BLOCK, num_warps=4, **options)
+        _tables[(b,)](src, rows, luts, h * w, ROW=ROW, BLOCK=TABLES_BLOCK, num_warps=8, **options)
+        _pixels[(b, triton.cdiv(h * w, PIXELS_BLOCK))](src, dst, rows, luts, h, w, *fill, side, centre, ROW=ROW,
+                                                       BLOCK=PIXELS_BLOCK, num_warps=4, **options)
