@@ -109,7 +109,7 @@ def test_triton_scan_ops_pass_opcheck_and_compile_as_one_graph_in_the_triton_int
 
 
 def test_compile_model_switches_the_haar_step_to_the_fusable_shuffle_form_unless_told_to_keep_it():
-    """Measured faster when compiled (benchmarks/results/session_l); wavelet=None keeps the caller's choice."""
+    """Measured faster when compiled (docs/results.md#infer-compiled); wavelet=None keeps the caller's choice."""
     from mobilemamba.models.compiling import COMPILED_WAVELET, compile_model
     from mobilemamba.models.wavelet import HaarTransform
 
