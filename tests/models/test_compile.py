@@ -24,7 +24,7 @@ def grads(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def test_fused_model_with_auto_scan_is_one_graph():
-    """'auto' used to log its choice inside the traced code: a graph break at every SS2D call."""
+    """'auto' logs its choice outside the traced code (inside, it would break the graph at every SS2D call)."""
     torch._dynamo.reset()
     model = tiny("auto").fuse()
     x = torch.randn(2, 3, 32, 32)
