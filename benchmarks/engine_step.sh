@@ -16,20 +16,25 @@ EXPERIMENT=${EXPERIMENT:-mobilemamba_s6}
 ROOT=${ROOT:-/tmp/imagenet_like}
 read -r -a FAST <<<"${FAST:-trainer.compile=true trainer.compile_mode=reduce-overhead}"
 mkdir -p "$OUT"
-COMMON=(experiment="$EXPERIMENT" data.batch_size=256 trainer.epochs=1 trainer.channels_last=true trainer.final_eval=false
-        trainer.eval_max_batches=1 trainer.progress=false trainer.log_every=2 logger=csv "${FAST[@]}")
+COMMON=(experiment="$EXPERIMENT" data.batch_size=256 trainer.epochs=1 trainer.channels_last=true
+        trainer.final_eval=false trainer.eval_max_batches=1 trainer.progress=false trainer.log_every=2 logger=csv
+        "${FAST[@]}")
 MODEL=${EXPERIMENT#mobilemamba_} KD=false
 MODEL=${MODEL%_kd}
-if [[ $EXPERIMENT == *_kd ]]; then  # the teacher's architecture with random weights: the same work per step
-  python3 -c "import timm, torch; torch.save(timm.create_model('tresnet_v2_l').state_dict(), '/tmp/tresnet.pth')"
-  COMMON+=(distill.teacher_checkpoint=/tmp/tresnet.pth)
-  KD=true
-fi
+[[ $EXPERIMENT == *_kd ]] && KD=true
+
+teacher() {  # CLASSES: a KD run's teacher overrides (TResNet-L-V2 with random weights: the same work per step)
+  [ "$KD" = true ] || return 0
+  python3 -c "import sys, timm, torch; n = int(sys.argv[1]); torch.save(timm.create_model('tresnet_v2_l', \
+num_classes=n).state_dict(), f'/tmp/tresnet_{n}.pth')" "$1"
+  echo "distill.teacher_checkpoint=/tmp/tresnet_$1.pth distill.num_classes=$1"
+}
 
 train() {  # NAME OVERRIDES...: one train.py run; metrics.jsonl, run.json and the log in $OUT/NAME
   local name=$1; shift
   rm -rf "/tmp/engine_step/$name" && mkdir -p "$OUT/$name"  # a fresh run, never a resumed one
-  timeout -k 10 330 python3 train.py "${COMMON[@]}" "$@" "hydra.run.dir=/tmp/engine_step/$name" >"$OUT/$name/train.log" 2>&1
+  timeout -k 10 330 python3 train.py "${COMMON[@]}" "$@" "hydra.run.dir=/tmp/engine_step/$name" \
+    >"$OUT/$name/train.log" 2>&1
   cp /tmp/engine_step/"$name"/{metrics.jsonl,run.json} "$OUT/$name/" 2>/dev/null
   { echo "### $name"; python3 benchmarks/data_wait.py "$OUT/$name/metrics.jsonl" | tail -1
     python3 -c "import json, sys; print('img/s (median update):', json.load(open(sys.argv[1]))['train_img_per_s'])" \
@@ -41,10 +46,13 @@ echo "# $EXPERIMENT, batch 256, ${FAST[*]}" >"$OUT/engine_step.md"
 timeout 300 python3 bench.py "model=$MODEL" mode=train amp=fp16 channels_last=true compile=true \
   compile_mode=reduce-overhead "kd=$KD" "out=$OUT/bench" \
   2>&1 | tail -3 >>"$OUT/engine_step.md"
-train synthetic data=synthetic data.train_size=20480 trainer.max_iters_per_epoch=40
+# shellcheck disable=SC2046  # teacher's overrides are words on purpose
+train synthetic data=synthetic data.train_size=20480 trainer.max_iters_per_epoch=40 $(teacher 1000)
 if [ "${JPEGS:-1}" = 1 ] && need_dali; then
-  [ -d "$ROOT/train" ] || python3 benchmarks/make_imagenet_like.py "$ROOT" --classes 100 --per-class 150 --val-per-class 3
+  [ -d "$ROOT/train" ] ||
+    python3 benchmarks/make_imagenet_like.py "$ROOT" --classes 100 --per-class 150 --val-per-class 3
   cat "$ROOT"/train/*/*.JPEG >/dev/null
-  train jpegs "data.root=$ROOT" data.loader=dali data.num_classes=100
+  # shellcheck disable=SC2046
+  train jpegs "data.root=$ROOT" data.loader=dali data.num_classes=100 $(teacher 100)
 fi
 cat "$OUT/engine_step.md"

@@ -16,7 +16,10 @@ export PYTHONPATH=/tmp/site:$PWD/src:$PWD PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 need_dali() {  # DALI importable, installing it from the five parts when they are all there
   python3 -c "import nvidia.dali" 2>/dev/null && return 0
   local have; have=$(ls /tmp/dali_parts | tr '\n' ' ')
-  if [ "$(ls /tmp/dali_parts | wc -l)" -lt 5 ]; then echo "DALI: parts [$have] of dali-p0..dali-p4 kept; send the others"; return 1; fi
+  if [ "$(ls /tmp/dali_parts | wc -l)" -lt 5 ]; then
+    echo "DALI: parts [$have] of dali-p0..dali-p4 kept; send the others"
+    return 1
+  fi
   cat /tmp/dali_parts/dali-p0 /tmp/dali_parts/dali-p1 /tmp/dali_parts/dali-p2 /tmp/dali_parts/dali-p3 \
     /tmp/dali_parts/dali-p4 | tar -x -C /tmp && python3 -m pip install -q --no-index --no-deps --no-compile \
     --target /tmp/site /tmp/whl/*.whl

@@ -12,8 +12,8 @@
 set -uo pipefail
 . benchmarks/install_deps.sh
 OUT=${OUT:?set OUT to the output directory}
-MODELS=${MODELS:-t2,s6,b1,b4}
-TRAIN_MODELS=${TRAIN_MODELS:-t2,s6,b1}
+MODELS=${MODELS-t2,s6,b1,b4}  # empty: none
+TRAIN_MODELS=${TRAIN_MODELS-t2,s6,b1}
 LIMIT=${LIMIT:-270}
 read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
 mkdir -p "$OUT"
@@ -26,7 +26,9 @@ bench() {  # NAME BENCH_ARGS...: one bench.py process, its log and bench.csv in 
   # compile workers: inductor would start one per core in every process
   TORCHINDUCTOR_COMPILE_THREADS=2 timeout -k 5 "$LIMIT" python3 bench.py "${COMMON[@]}" "$@" "${EXTRA_ARGS[@]}" \
     "out=$OUT/$name" >"$OUT/$name.log" 2>&1
-  echo "$name: exit $? (124: stopped at LIMIT, finished rows kept)" >>"$OUT/status.txt"
+  local rc=$?
+  echo "$name: exit $rc$( ((rc == 124 || rc == 137)) && echo ", stopped at LIMIT (the rows it finished are kept)")" \
+    >>"$OUT/status.txt"
 }
 
 nvidia-smi -L | tee "$OUT/device.txt"
@@ -44,7 +46,7 @@ from mobilemamba.benchmark import format_table, read_csv, write_csv
 
 out = Path(sys.argv[1])
 rows = [row for csv in sorted(out.glob("*/bench.csv")) for row in read_csv(csv)]
-head = f"torch {torch.__version__}; {rows[0].device_name if rows else 'no rows'}; batch 256, bf16, channels_last"
+head = f"torch {torch.__version__}; {rows[0].device_name if rows else 'no rows'}"
 text = "\n".join([head, format_table(rows), "", (out / "status.txt").read_text().rstrip()])
 (out / "speed.md").write_text(text + "\n")
 write_csv(rows, out / "speed.csv")

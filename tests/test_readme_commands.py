@@ -33,7 +33,7 @@ class Command:
     world_size: int
 
     def __str__(self) -> str:
-        return " ".join((self.script, *self.args))[:90]
+        return self.line[:90]
 
 
 def _world_size(launcher: list[str]) -> int:
@@ -51,7 +51,7 @@ def commands_in(markdown: str) -> list[Command]:
             at = next((i for i, tok in enumerate(tokens) if Path(tok).name in ENTRY_POINTS), None)
             if at is not None:
                 script = Path(tokens[at]).name
-                found.append(Command(line.strip(), script, tuple(tokens[at + 1:]), _world_size(tokens[:at])))
+                found.append(Command(shlex.join(tokens), script, tuple(tokens[at + 1:]), _world_size(tokens[:at])))
     return found
 
 
