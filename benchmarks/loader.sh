@@ -8,7 +8,8 @@
 #   OUT=DIR bash benchmarks/loader.sh           # from the repository root; about 3 minutes on an H200
 #
 # KNOBS=1 measures the DALI knobs instead (whole-image decoding, hardware-decoder share 0.75 / 1.0, prefetch 6), with
-# the ceilings and the full row twice for the noise. ROOT (/tmp/imagenet_like) keeps the JPEGs between calls. Writes $OUT/loader.md.
+# the ceilings and the full row twice for the noise. ROOT (/tmp/imagenet_like) keeps the JPEGs between calls.
+# Writes $OUT/loader.md.
 set -uo pipefail
 . benchmarks/install_deps.sh
 need_dali || exit 0

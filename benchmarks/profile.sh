@@ -23,8 +23,8 @@ profile() {  # EXPERIMENT: 24 updates, five of them profiled; the profiler's fil
   timeout -k 10 240 python3 train.py "experiment=$1" data=synthetic data.batch_size=256 data.train_size=15000 \
     trainer.epochs=1 trainer.max_iters_per_epoch=24 trainer.profile=5 trainer.compile=true \
     trainer.compile_mode=reduce-overhead trainer.channels_last=true trainer.final_eval=false \
-    trainer.eval_max_batches=1 trainer.progress=false trainer.log_every=2 logger=csv "${teacher[@]}" "hydra.run.dir=$run" \
-    >"$OUT/$1/train.log" 2>&1
+    trainer.eval_max_batches=1 trainer.progress=false trainer.log_every=2 logger=csv "${teacher[@]}" \
+    "hydra.run.dir=$run" >"$OUT/$1/train.log" 2>&1
   cp "$run"/profile_* "$run"/metrics.jsonl "$OUT/$1/" 2>/dev/null
   cat "$OUT/$1/profile_summary.txt"
 }
