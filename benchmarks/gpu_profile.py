@@ -1,5 +1,5 @@
 """Where the GPU time of MobileMamba goes: the top CUDA kernels of the fused bf16 channels_last forward (and of a
-training step), from torch.profiler, as a table next to benchmarks/roofline.py's floors (issue 7).
+training step), from torch.profiler, as a table next to benchmarks/roofline.py's floors.
 
     python benchmarks/gpu_profile.py [--variants t2,s6] [--batch 256] [--mode infer,train] [--top 20]
 """

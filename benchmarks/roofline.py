@@ -1,4 +1,4 @@
-"""Bytes and FLOPs per stage of MobileMamba: the floors a faster implementation can aim at (issue 7).
+"""Bytes and FLOPs per stage of MobileMamba: the floors a faster implementation can aim at.
 
 For each variant at its own resolution, counted on the meta device (shapes only, seconds on a CPU):
 

@@ -1,4 +1,4 @@
-"""Session-wide setup. Without a CUDA GPU, Triton kernels run in Triton's interpreter (numpy, on CPU tensors), so
+"""Setup for every test. Without a CUDA GPU, Triton kernels run in Triton's interpreter (numpy, on CPU tensors), so
 the CPU suite tests the RandAugment kernels (``data/randaug_kernels.py``) too. The flag must be set before anything
 imports triton (timm does), hence here."""
 import os

@@ -1,4 +1,4 @@
-"""The CIFAR-10 miniature reproduction (issue 8): experiment=cifar10_{t2,s6,b1,t2_kd} compose to the published
+"""The CIFAR-10 miniature reproduction: experiment=cifar10_{t2,s6,b1,t2_kd} compose to the published
 recipe scaled down, identical for the three sizes, and the KD run differs from cifar10_t2 only in its teacher
 and its length."""
 from __future__ import annotations

@@ -7,7 +7,7 @@ the set-up time (compilation, CUDA-graph capture and warm-up steps).
 Speed-ups: `compile=true` compiles the whole model (torch.compile), `compile=regional` each of its blocks
 (`MobileMamba.regions()`), with `compile_mode` passed to torch.compile; `cuda_graph=true` (inference) captures the
 forward (fused, eager or compiled) once in a CUDA graph and replays it. `gpu_lock=FILE` lets several bench processes
-run at once (benchmarks/gpu_speed.sh): they compile concurrently and take turns on the GPU.
+run at once (benchmarks/speed.sh): they compile concurrently and take turns on the GPU.
 """
 from __future__ import annotations
 

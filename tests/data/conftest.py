@@ -1,4 +1,4 @@
-"""Small generated JPEG folders shared by the data-layer tests (written once per session)."""
+"""Small generated JPEG folders shared by the data-layer tests (written once per test run)."""
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,4 @@
-"""Shared fixtures for the engine tests: one generated JPEG folder per session, tiny fast configs."""
+"""Shared fixtures for the engine tests: one generated JPEG folder per test run, tiny fast configs."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """MOBILEMAMBA_CACHE for this session, holding the smoke dataset (written once)."""
+    """MOBILEMAMBA_CACHE for this test run, holding the smoke dataset (written once)."""
     from mobilemamba.data.prepare import make_synthetic_jpeg_folder
 
     cache = tmp_path_factory.mktemp("mmcache")

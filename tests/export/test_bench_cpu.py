@@ -1,4 +1,4 @@
-"""The CPU benchmark's command line and table (the timing itself is run by hand: see README, Export and deploy)."""
+"""The CPU benchmark's command line and table (the timing itself is run by hand: docs/results.md#cpu-inference)."""
 import pytest
 
 from mobilemamba.export.bench_cpu import RUNTIMES, Row, format_table, main

@@ -1,5 +1,5 @@
 """Fixtures of the fault-injection suite: one generated JPEG folder, the uninterrupted reference runs
-(single process and 2-rank torchrun), and the README table printed at the end of the session.
+(single process and 2-rank torchrun), and the fault table (docs/results.md#faults) printed at the end of the run.
 
 `pytest tests/faults` prints the table; MOBILEMAMBA_FAULT_TABLE=path.md also writes it to that file.
 """
@@ -30,7 +30,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """MOBILEMAMBA_CACHE for the session, holding the smoke dataset (4 classes x 32 train / 8 val JPEGs)."""
+    """MOBILEMAMBA_CACHE for the whole test run, holding the smoke dataset (4 classes x 32 train / 8 val JPEGs)."""
     from mobilemamba.data.prepare import make_synthetic_jpeg_folder
 
     cache = tmp_path_factory.mktemp("faultcache")
@@ -65,7 +65,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not H.TABLE.rows:
         return
     text = H.TABLE.markdown()
-    terminalreporter.write_sep("=", "fault-injection table (README)")
+    terminalreporter.write_sep("=", "fault-injection table (docs/results.md#faults)")
     terminalreporter.write_line(text)
     target = os.environ.get("MOBILEMAMBA_FAULT_TABLE")
     if target:

@@ -71,7 +71,7 @@ class Finished:
 
 
 class Launched:
-    """A run started in its own session (process group), so the test can always tear the whole tree down."""
+    """A run started in a process group of its own, so the test can always tear the whole tree down."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log_path = log
@@ -92,7 +92,7 @@ class Launched:
 
     def kill_tree(self) -> None:
         """SIGKILL to the process group this test created and to its descendants (torchrun's workers live in
-        sessions of their own), each by its id."""
+        process groups of their own), each by its id."""
         pids = _descendants(self.proc.pid)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -225,7 +225,7 @@ def stale_tmp_files(run_dir: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------ the table
 @dataclass
 class FaultTable:
-    """Rows for README's table: one per trial, grouped by fault when printed."""
+    """Rows of the fault table (docs/results.md#faults): one per trial, grouped by fault when printed."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
 

@@ -24,7 +24,7 @@ def grads(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def test_fused_model_with_auto_scan_is_one_graph():
-    """'auto' used to log its choice inside the traced code: a graph break at every SS2D call."""
+    """'auto' logs its choice outside the traced code (inside, it would break the graph at every SS2D call)."""
     torch._dynamo.reset()
     model = tiny("auto").fuse()
     x = torch.randn(2, 3, 32, 32)
@@ -109,7 +109,7 @@ def test_triton_scan_ops_pass_opcheck_and_compile_as_one_graph_in_the_triton_int
 
 
 def test_compile_model_switches_the_haar_step_to_the_fusable_shuffle_form_unless_told_to_keep_it():
-    """Measured faster when compiled (benchmarks/results/session_l); wavelet=None keeps the caller's choice."""
+    """Measured faster when compiled (docs/results.md#infer-compiled); wavelet=None keeps the caller's choice."""
     from mobilemamba.models.compiling import COMPILED_WAVELET, compile_model
     from mobilemamba.models.wavelet import HaarTransform
 

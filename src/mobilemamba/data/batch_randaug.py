@@ -1,9 +1,10 @@
 """timm's RandAugment (``rand-m9-mstd0.5-inc1``) on a whole uint8 image batch on its device, in torch.
 
 Why: the DALI loader decodes, crops, resizes and flips a batch on the GPU, but DALI's own per-sample
-RandAugment (conditional execution per image, ``dali_randaug.py``) costs ~24 ms per 256-image batch. Here a
-layer's random choices are drawn on the host (seeded ``numpy.random.Generator``) for the whole batch, then run
-on the device with one of two kernel sets (``kernels``), which make the same choices:
+RandAugment (conditional execution per image, ``dali_randaug.py``) costs ~24 ms per 256-image batch
+(docs/results.md#dali-randaug). Here a layer's random choices are drawn on the host (seeded
+``numpy.random.Generator``) for the whole batch, then run on the device with one of two kernel sets (``kernels``),
+which make the same choices:
 
 - ``triton`` (``randaug_kernels.py``; auto on CUDA): two kernel launches per layer over the whole batch, each
   image's op code and arguments in one row; one host→device copy per call.
@@ -11,7 +12,7 @@ on the device with one of two kernel sets (``kernels``), which make the same cho
   vectorized with per-image arguments, on its contiguous slice; results are scattered back into a new tensor.
   Two host→device copies per call (the sort order as int64, the per-image arguments as one float32 block), but
   ~480 small tensor ops, so on a GPU it is bound by the host's dispatch time (~6 ms per 256-image batch on an
-  H200 host against ~2 ms for the Triton kernels, ``benchmarks/randaug_probe.py``).
+  H200 host against ~2 ms for the Triton kernels: docs/results.md#randaug-kernels).
 
 No Python loop over images and no device→host sync in either.
 

@@ -9,7 +9,7 @@ from .folder import DatasetError
 
 # nvJPEG's share of JPEGs for the GPU's hardware decoder (A100/H100/H200); DALI 2.x defaults to 0.65 (0.9 in
 # some 2.x releases); 0.9 leaves the CPU threads, the scarce resource at 16 cores per GPU, only ~10% of the Huffman
-# decoding. benchmarks/gpu_dali_bench.sh sweeps it.
+# decoding (docs/results.md#hw-decoder).
 DALI_HW_DECODER_LOAD = 0.9
 
 # "folder" is an alias of "torch"; "auto" is "dali" on a CUDA device when DALI is installed, else "torch"

@@ -12,9 +12,10 @@ Train: decode with random-area crop (``aug.scale``, ``aug.ratio``) → resize (b
 (:class:`DeviceTrainTail`): timm's RandAugment (``batch_randaug.py``, batched; on CUDA two Triton kernels per
 layer) → normalize → random erasing (``erasing.py``, timm's distribution). ``data.dali_randaug=dali`` runs RandAugment
 inside the pipeline instead (``dali_randaug.py``: DALI's per-sample conditional ops, ~23 ms per 256-image batch on an
-H200 against ~2 ms of host time for the batched one). On CUDA with the batched RandAugment a background thread
-(``prefetch.py``, ``data.dali_thread``, :func:`auto_thread`) runs the hand-off and the torch tail ahead of the
-consumer. Val: resize the shorter side to ``int(size / crop_pct)`` (bicubic), centre crop, normalize, all in DALI.
+H200 against ~2 ms of host time for the batched one: docs/results.md#dali-randaug). On CUDA with the batched
+RandAugment a background thread (``prefetch.py``, ``data.dali_thread``, :func:`auto_thread`) runs the hand-off and
+the torch tail ahead of the consumer. Val: resize the shorter side to ``int(size / crop_pct)`` (bicubic), centre
+crop, normalize, all in DALI.
 
 GPU decoding (``mixed``) splits the JPEGs between the GPU's hardware decoder (A100/H100/H200:
 ``hw_decoder_load``, the share it gets) and nvJPEG's CUDA path, whose Huffman stage runs in the pipeline's CPU
@@ -465,9 +466,9 @@ def auto_thread(device: torch.device, torch_randaug: bool) -> bool:
     """``data.dali_thread=auto``: the prefetch thread on CUDA when the torch tail runs the batched RandAugment.
 
     Measured side by side on one H200 (224 px, batch 256): with the batched RandAugment's Triton kernels the thread
-    gives 18,644 img/s against 12,866 without (GPU session S; with its torch ops, 11,719 against 10,324 in session
-    Q); with only normalize + erasing in the tail it costs (16,493 against 19,144, Q), so there the tail stays on the
-    consumer's thread."""
+    gives 18,644 img/s against 12,866 without (docs/results.md#loader; with its torch ops, 11,719 against 10,324,
+    docs/results.md#thread); with only normalize + erasing in the tail it costs (16,493 against 19,144), so there the
+    tail stays on the consumer's thread."""
     return device.type == "cuda" and torch_randaug
 
 

@@ -11,7 +11,7 @@ timm policy from the same DALI ops:
 - ``n`` layers; each picks an op uniformly (with replacement) and applies it with probability ``p`` (0.5);
 - each application draws its magnitude from N(m, mstd) clipped to [0, 10] (``mstd0.5``).
 
-Remaining differences from timm (documented in the README):
+Remaining differences from timm (documented in docs/data.md):
 
 - the magnitude is quantized to 0.25 (41 bins of level 0..10); timm uses the float draw;
 - the fill of rotate/shear/translate is 128 grey (timm: the ImageNet mean colour (124, 116, 104));
@@ -89,7 +89,7 @@ class _UnconvertedAugmentation(_Augmentation):
     """DALI's ``Augmentation`` with AutoGraph conversion off for the call.
 
     The ops have no data-dependent ``if``; converting them only costs time: their magnitude→parameter tables
-    (bins × 2 signs per op) made a pipeline definition take 10-15 s on a 2-core machine (now ~1.5 s).
+    (bins × 2 signs per op) made a pipeline definition take 10-15 s on a 2-core machine (~1.5 s without it).
     """
 
     # ``select`` calls the op object from converted code; AutoGraph then checks the *object* for this marker and,

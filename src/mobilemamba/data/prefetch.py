@@ -2,7 +2,7 @@
 
 Why: the DALI loader's main-thread work per 256-image batch is a few ms of host-side planning and kernel launches
 for the torch tail (batched RandAugment, normalize, erasing: ~2 ms with the Triton RandAugment, ~7 ms with its torch
-ops) plus the wait in ``pipe.run()``. On the training thread both add to
+ops, docs/results.md#randaug-kernels) plus the wait in ``pipe.run()``. On the training thread both add to
 every step; in a thread they overlap the step, whose host side mostly waits for the GPU with the GIL released.
 
 CUDA: the thread issues its work on its own stream. Each batch carries an event that the consumer's stream waits

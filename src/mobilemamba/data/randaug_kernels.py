@@ -3,7 +3,7 @@ the semantics and the torch version these kernels reproduce).
 
 Why: the torch version sorts a layer's images by op and runs each op on its slice, ~480 small launches per call,
 so on a GPU it is bound by the host's dispatch time (5.8–6.6 ms per 256 x 224² batch on an H200 host; 1.8–2.3 ms
-here, mostly the host's numpy planning, ``benchmarks/randaug_probe.py``). Here each image carries an op *code* and
+here, mostly the host's numpy planning: docs/results.md#randaug-kernels). Here each image carries an op *code* and
 its arguments in one dense row, and a layer is two launches over the whole batch, each program branching on its
 image's code:
 
@@ -16,7 +16,8 @@ image's code:
 The arithmetic is the torch version's, op for op, compiled without fused multiply-adds
 (``enable_fp_fusion=False``), so the table and blend ops give the same bytes. The warps compute the sample
 grid per pixel in float32 (torch: ``affine_grid``'s batched matmul), so a value within float32 round-off of an
-integer may truncate differently (a 256 x 224² batch on an H200: max 2 levels, 0.0016% of the values).
+integer may truncate differently (a 256 x 224² batch on an H200: max 2 levels, 0.0016% of the values,
+docs/results.md#randaug-kernels).
 
 On CPU tensors the kernels run only in Triton's interpreter (``TRITON_INTERPRET=1``, numpy: slow, for the CPU
 tests); ``batch_randaug.py`` uses them for CUDA tensors.

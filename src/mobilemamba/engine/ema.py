@@ -2,9 +2,9 @@
 
 Why: ModelEmaV3.apply_update_ walks both models' state_dicts and copies every integer buffer (BN's
 num_batches_tracked) with its own copy, on every update. For S6 on an H200 that is ~13 ms of host time per update
-(trainer.profile, GPU session Q), more than half of the GPU's whole training step, and the step is host-bound. Here
-the pairs are collected once per model object; an update is one lerp over the float tensors and one copy over the
-integer ones, the same arithmetic as ModelEmaV3's.
+(trainer.profile, docs/results.md#superseded), more than half of the GPU's whole training step, and the step is
+host-bound. Here the pairs are collected once per model object; an update is one lerp over the float tensors and one
+copy over the integer ones, the same arithmetic as ModelEmaV3's.
 """
 from __future__ import annotations
 

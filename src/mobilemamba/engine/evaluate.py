@@ -44,7 +44,8 @@ def ieee_fp32(enabled: bool = True) -> Iterator[None]:
 
     PyTorch lets cuDNN run fp32 convolutions in TF32 by default (10-bit mantissa). The folded BN weights of a fused
     model then round differently from conv + BN, the logits differ by ~1e-3 and a few near-tie images change class
-    (2 of 10,000 on CIFAR-10, H200); in IEEE fp32 fused and unfused agree image for image.
+    (2 of 10,000 on CIFAR-10, H200); in IEEE fp32 fused and unfused agree image for image
+    (docs/results.md#fused-unfused-gpu).
     """
     if not enabled:
         yield

@@ -474,7 +474,8 @@ class Trainer:
 
     def _buffers_by_dtype(self) -> list[list[torch.Tensor]]:
         """The model's buffers grouped by dtype, collected once: one multi-tensor copy per group (a single copy over
-        mixed dtypes falls back to one copy per tensor, ~4 ms of host time per S6 update on an H200)."""
+        mixed dtypes falls back to one copy per tensor, ~4 ms of host time per S6 update on an H200:
+        docs/results.md#superseded)."""
         if self._buffer_groups is None or self._buffer_groups[0] is not self.model:
             groups: dict[torch.dtype, list[torch.Tensor]] = {}
             for b in self.model.buffers():

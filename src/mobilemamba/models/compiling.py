@@ -17,7 +17,7 @@ COMPILE_HOWS = ("whole", "regional")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 # The Haar step of a compiled model: pixel (un)shuffle + elementwise mix, which inductor fuses with its neighbours.
 # Fused inference on an H200 (bf16, batch 256, CUDA graph), against the two grouped convs: T2 63.2k → 72.9k,
-# S6 41.5k → 50.2k, B1 23.5k → 29.7k, B4 6.7k → 8.6k img/s (benchmarks/results/session_l/).
+# S6 41.5k → 50.2k, B1 23.5k → 29.7k, B4 6.7k → 8.6k img/s (docs/results.md#infer-compiled).
 COMPILED_WAVELET = "shuffle"
 
 
