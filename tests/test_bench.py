@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import mobilemamba
-from mobilemamba.benchmark import (BenchConfig, BenchError, BenchResult, _compile, _GpuLock, expand, format_table,
-                                   read_csv, resolve_name, write_csv)
+from mobilemamba.benchmark import (BenchConfig, BenchError, BenchResult, _compile, _GpuLock, check, expand,
+                                   format_table, inference_model, read_csv, resolve_name, write_csv)
 
 
 def test_comma_lists_expand_to_one_config_per_combination():
@@ -26,6 +26,55 @@ def test_unknown_options_and_models_are_errors():
         list(expand({"modle": "t2"}))
     with pytest.raises(ValueError, match="unknown model 'x9'"):
         resolve_name("x9")
+
+
+def test_model_names_are_mobilemamba_variants_or_any_timm_model():
+    assert [resolve_name(n) for n in ("t2", "mobilemamba_b4", "levit_256", "vit_tiny_patch16_224.augreg_in21k")] == \
+        ["mobilemamba_t2", "mobilemamba_b4", "levit_256", "vit_tiny_patch16_224.augreg_in21k"]
+    with pytest.raises(BenchError, match="compile=regional compiles MobileMamba's blocks.*for levit_256 use compile=true"):
+        check(BenchConfig(model="levit_256", compile="regional", device="cpu"))
+    check(BenchConfig(model="s6", compile="regional", device="cpu"))
+    with pytest.raises(BenchError, match="takes 1024x768 inputs; give img_size=N"):
+        check(BenchConfig(model="vit_base_patch16_sapiens2", device="cpu"))
+    check(BenchConfig(model="vit_base_patch16_sapiens2", img_size=224, device="cpu"))
+
+
+def test_a_bad_model_name_is_a_one_line_error_before_anything_runs():
+    out = subprocess.run([sys.executable, "bench.py", "model=t2,levit_2566", "device=cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "bench.py: unknown model 'levit_2566': neither a MobileMamba variant (t2, t4, s6, b1, b2, b4) nor a timm model "
+        "(timm.list_models()); did you mean levit_256, levit_256d, levit_conv_256?"]
+
+
+def test_timm_models_are_timed_reparameterized_as_timm_does_it():
+    """Inference of a model with RepVGG-style blocks and Conv+BN pairs (a tiny RepViT) runs the folded model."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("repvit_m0_9", embed_dim=(16, 32, 48, 64), depth=(1, 1, 1, 1), num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        fused = inference_model(model, fused=True)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        assert not fused.training and torch.allclose(fused(x), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bench_cli_times_timm_models_by_name_each_at_its_own_resolution(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench.py", "model=test_vit,test_resnet", "mode=infer,train", "batch=2", "amp=none",
+         "warmup=1", "iters=1", "repeats=1", "device=cpu", f"out={tmp_path}"],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = read_csv(tmp_path / "bench.csv")
+    assert [(r.model, r.mode, r.img_size, r.fused) for r in rows] == [
+        ("test_vit", "infer", 160, True), ("test_vit", "train", 160, False),
+        ("test_resnet", "infer", 160, True), ("test_resnet", "train", 160, False)]
+    assert all(r.img_per_s > 0 and r.scan_backend == "-" and r.wavelet == "-" for r in rows)
+    assert [line.split()[0] for line in out.stdout.splitlines()[-5:-1]] == [r.model for r in rows]
 
 
 def test_compile_options_parse_and_bad_combinations_are_errors():
