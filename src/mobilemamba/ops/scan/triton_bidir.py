@@ -40,7 +40,7 @@ def _tile_positions(r0, L, REVERSE: tl.constexpr, BLOCK_L: tl.constexpr):
 
 
 @triton.jit
-def _bidir_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, h_ptr, L, DIM,
+def _bidir_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, h_ptr, L, DIM, bc_sb, bc_sl, bc_sk,
                       STORE_H: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     ch = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -59,8 +59,9 @@ def _bidir_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr
             at_dir = (token * 2 + k)[:, None] * DIM + ch[None, :]
             u = tl.load(u_ptr + at_token, mask=m, other=0.0).to(tl.float32)
             dt = _softplus(tl.load(dt_ptr + at_dir, mask=m, other=0.0).to(tl.float32) + bias[None, :])
-            Bt = tl.load(B_ptr + token * 2 + k, mask=t_ok, other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + token * 2 + k, mask=t_ok, other=0.0).to(tl.float32)
+            at_bc = b * bc_sb + t * bc_sl + k * bc_sk  # B and C: strided views of x_proj's output
+            Bt = tl.load(B_ptr + at_bc, mask=t_ok, other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + at_bc, mask=t_ok, other=0.0).to(tl.float32)
             a = tl.where(m, tl.exp(dt * A[None, :]), 1.0)
             x = tl.where(m, dt * Bt[:, None] * u, 0.0)
             acc_a, acc_x = tl.associative_scan((a, x), axis=0, combine_fn=_combine)
@@ -80,7 +81,7 @@ def _bidir_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr
 
 @triton.jit
 def _bidir_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h_ptr, dy_ptr,
-                      du_ptr, ddt_ptr, dbc_ptr, dparam_ptr, L, DIM, BATCH,
+                      du_ptr, ddt_ptr, dbc_ptr, dparam_ptr, L, DIM, BATCH, bc_sb, bc_sl, bc_sk,
                       BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
@@ -115,8 +116,9 @@ def _bidir_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h_ptr
             dt_raw = tl.load(dt_ptr + at_dir, mask=m, other=0.0).to(tl.float32) + bias[None, :]
             dt_next = _softplus(tl.load(dt_ptr + at_dir_next, mask=m_next, other=0.0).to(tl.float32) + bias[None, :])
             dt = _softplus(dt_raw)
-            Bt = tl.load(B_ptr + token * 2 + k, mask=t_ok, other=0.0).to(tl.float32)[:, None]
-            Ct = tl.load(C_ptr + token * 2 + k, mask=t_ok, other=0.0).to(tl.float32)[:, None]
+            at_bc = b * bc_sb + t * bc_sl + k * bc_sk
+            Bt = tl.load(B_ptr + at_bc, mask=t_ok, other=0.0).to(tl.float32)[:, None]
+            Ct = tl.load(C_ptr + at_bc, mask=t_ok, other=0.0).to(tl.float32)[:, None]
             # g_t = C_t dy_t + a_next g_next: the decay of a step is that of the scan's next position
             a_next = tl.where(m_next, tl.exp(dt_next * A[None, :]), 0.0)
             a_next = tl.where(m, a_next, 1.0)
@@ -135,9 +137,9 @@ def _bidir_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h_ptr
             ddt = tl.where(m, g * (Bt * u + A[None, :] * decayed) / (1.0 + tl.exp(-dt_raw)), 0.0)
             tl.store(ddt_ptr + at_dir, ddt.to(ddt_ptr.dtype.element_ty), mask=m)
             # dB and dC of this direction, summed over the program's channels: (channel block, sample, t, 2k + 0|1)
-            at_bc = ((block * BATCH + b) * L + t) * 4 + 2 * k
-            tl.store(dbc_ptr + at_bc, tl.sum(tl.where(m, g * dt * u, 0.0), axis=1), mask=t_ok)
-            tl.store(dbc_ptr + at_bc + 1, tl.sum(tl.where(m, dy * h, 0.0), axis=1), mask=t_ok)
+            at_dbc = ((block * BATCH + b) * L + t) * 4 + 2 * k
+            tl.store(dbc_ptr + at_dbc, tl.sum(tl.where(m, g * dt * u, 0.0), axis=1), mask=t_ok)
+            tl.store(dbc_ptr + at_dbc + 1, tl.sum(tl.where(m, dy * h, 0.0), axis=1), mask=t_ok)
             acc_dA += tl.sum(tl.where(m, g * dt * decayed, 0.0), axis=0)
             acc_dbias += tl.sum(ddt, axis=0)
         tl.store(dparam_ptr + (b * 5 + k) * DIM + ch, acc_dA, mask=ch_ok)
@@ -156,6 +158,17 @@ def tile_sizes(length: int) -> tuple[int, int]:
 # The kernels as PyTorch operators (torch.library custom ops), so torch.compile keeps each as one node of the graph
 # and AOTAutograd puts the backward op into the compiled backward.
 # Shapes: u (b, L, d); delta (b, L, 2d) = (b, L, direction, d); A (2d, 1); B, C (b, L, 2); D, delta_bias (2d).
+# B and C are read in place through their strides (SS2D passes views of x_proj's output): no copies.
+
+
+def _operands(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor
+              ) -> tuple[Tensor, ...]:
+    """The operands as the kernels read them: u, delta contiguous; A, D, Δ-bias contiguous float32; B and C as they
+    are when their strides agree (else both contiguous)."""
+    if B.stride() != C.stride():
+        B, C = B.contiguous(), C.contiguous()
+    f32 = lambda t: t.float().contiguous()  # noqa: E731
+    return u.contiguous(), delta.contiguous(), f32(A), B, C, f32(D), f32(delta_bias)
 
 
 @torch.library.custom_op("mobilemamba::bidir_scan_fwd", mutates_args=())
@@ -163,14 +176,13 @@ def bidir_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
                    store_h: bool) -> tuple[Tensor, Tensor]:
     """(y, h): y (b, L, d) in float32 and, when `store_h`, the float32 states (b, L, 2d) for the backward pass (else
     an empty tensor)."""
-    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
-    A, D, delta_bias = (t.float().contiguous() for t in (A, D, delta_bias))
+    u, delta, A, B, C, D, delta_bias = _operands(u, delta, A, B, C, D, delta_bias)
     batch, length, dim = u.shape
     y = torch.empty(u.shape, device=u.device, dtype=torch.float32)
     h = torch.empty(delta.shape if store_h else (0,), device=u.device, dtype=torch.float32)
     block_l, block_d = tile_sizes(length)
     _bidir_fwd_kernel[(batch, triton.cdiv(dim, block_d))](
-        u, delta, A, B, C, D, delta_bias, y, h if store_h else y, length, dim,
+        u, delta, A, B, C, D, delta_bias, y, h if store_h else y, length, dim, *B.stride(),
         STORE_H=store_h, BLOCK_L=block_l, BLOCK_D=block_d)
     return y, h
 
@@ -187,8 +199,8 @@ def bidir_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     """(du in float32, dΔ, dB|dC per channel block (blocks, b, L, 4), per sample (b, 5, d): dA of both directions,
     dΔ-bias of both, dD): the kernel's outputs, before the sums over channel blocks and samples (left to the
     autograd formula, where the compiler can fuse them)."""
-    u, delta, B, C, h, dy = (t.contiguous() for t in (u, delta, B, C, h, dy))
-    A, D, delta_bias = (t.float().contiguous() for t in (A, D, delta_bias))
+    u, delta, A, B, C, D, delta_bias = _operands(u, delta, A, B, C, D, delta_bias)
+    h, dy = h.contiguous(), dy.contiguous()
     batch, length, dim = u.shape
     block_l, block_d = tile_sizes(length)
     blocks = triton.cdiv(dim, block_d)
@@ -197,7 +209,7 @@ def bidir_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     dbc = torch.empty(blocks, batch, length, 4, device=u.device, dtype=torch.float32)
     per_sample = torch.empty(batch, 5, dim, device=u.device, dtype=torch.float32)
     _bidir_bwd_kernel[(batch, blocks)](
-        u, delta, A, B, C, D, delta_bias, h, dy, du, ddelta, dbc, per_sample, length, dim, batch,
+        u, delta, A, B, C, D, delta_bias, h, dy, du, ddelta, dbc, per_sample, length, dim, batch, *B.stride(),
         BLOCK_L=block_l, BLOCK_D=block_d)
     return du, ddelta, dbc, per_sample
 
