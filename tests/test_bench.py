@@ -104,6 +104,31 @@ def test_cuda_graph_without_cuda_is_a_one_line_error(capsys):
     assert capsys.readouterr().out == ""  # checked before the first configuration runs
 
 
+def test_freeze_compiles_inference_with_inductors_freezing_and_the_row_records_it():
+    """freeze=true: the compiler sees torch._inductor.config.freezing on (parameters folded in as constants)."""
+    from mobilemamba.benchmark import run_one
+    from torch._inductor import config as inductor_config
+
+    seen = []
+
+    def recording_backend(gm, example_inputs):
+        seen.append(inductor_config.freezing)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch._dynamo.register_backend(recording_backend, name="record_freezing")
+    base = dict(model="t2", mode="infer", compile="true", compile_backend="record_freezing", batch=2, amp="none",
+                img_size=32, warmup=1, iters=1, repeats=1, device="cpu", scan_backend="torch",
+                model_kwargs="embed_dim=16-32-48,depth=1-1-1")
+    rows = [run_one(BenchConfig(**base, freeze=freeze)) for freeze in (True, False)]
+    assert seen == [True, False] and [r.freeze for r in rows] == [True, False]
+    assert format_table(rows).splitlines()[0].split()[8:10] == ["graph", "frz"]
+    with pytest.raises(BenchError, match="freeze=true is for compiled inference"):
+        BenchConfig(mode="infer", freeze=True)
+    with pytest.raises(BenchError, match="freeze=true is for compiled inference"):
+        BenchConfig(mode="train", compile="true", freeze=True)
+
+
 def test_regional_compile_gives_the_eager_outputs():
     torch.manual_seed(0)
     model = mobilemamba.create_model("mobilemamba_t2", num_classes=10, scan_backend="torch",

@@ -13,7 +13,9 @@ the set-up time (compilation, CUDA-graph capture and warm-up steps).
 
 Speed-ups: `compile=true` compiles the whole model (torch.compile), `compile=regional` each of its blocks
 (`MobileMamba.regions()`), with `compile_mode` passed to torch.compile; `cuda_graph=true` (inference) captures the
-forward (fused, eager or compiled) once in a CUDA graph and replays it. `gpu_lock=FILE` lets several bench processes
+forward (fused, eager or compiled) once in a CUDA graph and replays it; `freeze=true` (compiled inference) has inductor
+fold the parameters in as constants (its `freezing`): weight casts and layout changes happen once, at compile time,
+instead of at every call. `gpu_lock=FILE` lets several bench processes
 run at once (benchmarks/gpu_speed.sh): they compile concurrently and take turns on the GPU.
 """
 from __future__ import annotations
@@ -58,6 +60,7 @@ class BenchConfig:
     compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead | max-autotune-no-cudagraphs
     compile_backend: str = "inductor"  # torch.compile's backend (eager / aot_eager for CPU checks)
     cuda_graph: bool = False  # inference only: capture the forward in a CUDA graph, replay it in the timed loop
+    freeze: bool = False  # compiled inference only: inductor's freezing (parameters folded in as constants)
     channels_last: bool = True
     kd: bool = False  # train only: add a frozen teacher forward (distill.build_teacher) to the step
     teacher: str = "tresnet_v2_l"
@@ -84,6 +87,8 @@ class BenchConfig:
             raise BenchError(f"bench mode must be infer|train, got {self.mode!r}")
         if self.amp not in ("bf16", "fp16", "none"):
             raise BenchError(f"bench amp must be bf16|fp16|none, got {self.amp!r}")
+        if self.freeze and (self.mode != "infer" or not self.compiling):
+            raise BenchError("bench freeze=true is for compiled inference (mode=infer compile=true|regional)")
         if self.cuda_graph and self.mode != "infer":
             raise BenchError("bench cuda_graph=true is for mode=infer only (the train step is not captured)")
         if self.cuda_graph and self.compiling and self.compile_mode == "reduce-overhead":
@@ -117,6 +122,7 @@ class BenchResult:
     setup_s: float  # model compilation, graph capture and warm-up steps, wall clock
     device_name: str
     wavelet: str = "-"  # the Haar step's formulation (models/wavelet.py); '-' in CSVs written before it was recorded
+    freeze: bool = False
 
 
 def resolve_name(name: str) -> str:
@@ -393,7 +399,9 @@ def run_one(cfg: BenchConfig) -> BenchResult:
         _sync(device)
         return step
 
-    with _GpuLock(cfg.gpu_lock).held() as lock:
+    from torch._inductor import config as inductor_config  # imported here: it takes seconds, eager rows need none
+
+    with _GpuLock(cfg.gpu_lock).held() as lock, inductor_config.patch(freezing=cfg.freeze):
         step = prepare()
         _warm_up(step, cfg, device, cfg.warmup - 1)
         setup_s = time.perf_counter() - t_setup - lock.waited
@@ -403,7 +411,7 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     return BenchResult(name, cfg.mode, img_size, cfg.batch, cfg.amp, cfg.fused and cfg.mode == "infer", cfg.compile,
                        cfg.compile_mode if cfg.compiling else "-", cfg.cuda_graph, cfg.channels_last, cfg.kd,
                        scan_backend, world, statistics.median(rates), min(rates), max(rates), peak, setup_s,
-                       torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", wavelet)
+                       torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", wavelet, cfg.freeze)
 
 
 def expand(overrides: dict[str, str]) -> Iterator[BenchConfig]:
@@ -444,7 +452,7 @@ def format_table(rows: list[BenchResult]) -> str:
     eager = {_baseline_key(r): r.img_per_s for r in rows if r.compile == "false" and not r.cuda_graph}
     width = max([15, *(len(r.model) + 1 for r in rows)])
     head = f"{'model':<{width}}{'mode':<6}{'res':>5}{'batch':>6}{'amp':>6}{'fused':>6}{'compile':>9}{'cmode':>11}" \
-           f"{'graph':>6}{'cl':>4}{'kd':>4}{'scan':>8}{'haar':>9}{'gpus':>5}{'img/s':>10}{'min':>9}{'max':>9}{'x eager':>8}" \
+           f"{'graph':>6}{'frz':>4}{'cl':>4}{'kd':>4}{'scan':>8}{'haar':>9}{'gpus':>5}{'img/s':>10}{'min':>9}{'max':>9}{'x eager':>8}" \
            f"{'mem GiB':>9}{'setup s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -453,7 +461,7 @@ def format_table(rows: list[BenchResult]) -> str:
         ratio = f"{r.img_per_s / base:.2f}" if base else "-"
         lines.append(f"{r.model:<{width}}{r.mode:<6}{r.img_size:>5}{r.batch:>6}{r.amp:>6}{str(r.fused)[0]:>6}"
                      f"{comp:>9}{_SHORT_MODES.get(r.compile_mode, r.compile_mode):>11}{str(r.cuda_graph)[0]:>6}"
-                     f"{str(r.channels_last)[0]:>4}{str(r.kd)[0]:>4}{r.scan_backend:>8}"
+                     f"{str(r.freeze)[0]:>4}{str(r.channels_last)[0]:>4}{str(r.kd)[0]:>4}{r.scan_backend:>8}"
                      f"{_SHORT_HAAR.get(r.wavelet, r.wavelet):>9}"
                      f"{r.world_size:>5}{r.img_per_s:>10.0f}{r.img_per_s_min:>9.0f}{r.img_per_s_max:>9.0f}"
                      f"{ratio:>8}{r.peak_mem_gib:>9.2f}{r.setup_s:>9.1f}")
