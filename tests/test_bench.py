@@ -31,7 +31,7 @@ def test_unknown_options_and_models_are_errors():
 def test_model_names_are_mobilemamba_variants_or_any_timm_model():
     assert [resolve_name(n) for n in ("t2", "mobilemamba_b4", "levit_256", "vit_tiny_patch16_224.augreg_in21k")] == \
         ["mobilemamba_t2", "mobilemamba_b4", "levit_256", "vit_tiny_patch16_224.augreg_in21k"]
-    with pytest.raises(BenchError, match="compile=regional compiles MobileMamba's blocks.*for levit_256 use compile=true"):
+    with pytest.raises(BenchError, match="compile=regional compiles MobileMamba's blocks.*levit_256 use compile=true"):
         check(BenchConfig(model="levit_256", compile="regional", device="cpu"))
     check(BenchConfig(model="s6", compile="regional", device="cpu"))
     with pytest.raises(BenchError, match="takes 1024x768 inputs; give img_size=N"):

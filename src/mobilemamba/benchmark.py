@@ -15,8 +15,8 @@ Speed-ups: `compile=true` compiles the whole model (torch.compile), `compile=reg
 (`MobileMamba.regions()`), with `compile_mode` passed to torch.compile; `cuda_graph=true` (inference) captures the
 forward (fused, eager or compiled) once in a CUDA graph and replays it; `freeze=true` (compiled inference) has inductor
 fold the parameters in as constants (its `freezing`): weight casts and layout changes happen once, at compile time,
-instead of at every call. `gpu_lock=FILE` lets several bench processes
-run at once (benchmarks/gpu_speed.sh): they compile concurrently and take turns on the GPU.
+instead of at every call. `gpu_lock=FILE` lets several bench processes run at once (benchmarks/gpu_speed.sh): they
+compile concurrently and take turns on the GPU.
 """
 from __future__ import annotations
 
@@ -452,8 +452,8 @@ def format_table(rows: list[BenchResult]) -> str:
     eager = {_baseline_key(r): r.img_per_s for r in rows if r.compile == "false" and not r.cuda_graph}
     width = max([15, *(len(r.model) + 1 for r in rows)])
     head = f"{'model':<{width}}{'mode':<6}{'res':>5}{'batch':>6}{'amp':>6}{'fused':>6}{'compile':>9}{'cmode':>11}" \
-           f"{'graph':>6}{'frz':>4}{'cl':>4}{'kd':>4}{'scan':>8}{'haar':>9}{'gpus':>5}{'img/s':>10}{'min':>9}{'max':>9}{'x eager':>8}" \
-           f"{'mem GiB':>9}{'setup s':>9}"
+           f"{'graph':>6}{'frz':>4}{'cl':>4}{'kd':>4}{'scan':>8}{'haar':>9}{'gpus':>5}{'img/s':>10}{'min':>9}" \
+           f"{'max':>9}{'x eager':>8}{'mem GiB':>9}{'setup s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         comp = {"false": "-", "true": "whole"}.get(r.compile, r.compile)

@@ -128,7 +128,7 @@ def test_auto_picks_the_two_direction_kernel_for_ss2d_on_cuda_and_one_direction_
 
 
 def test_the_probe_times_both_forms_of_the_core_on_the_variants_shapes_and_compares_their_outputs(monkeypatch):
-    from mobilemamba.ops.scan import probe
+    from mobilemamba import ss2d_probe as probe
 
     assert probe.core_shapes("mobilemamba_s6", 256) == [(256, 320, 14, 14), (256, 544, 7, 7), (256, 544, 4, 4)]
     monkeypatch.setattr(probe, "core_shapes", lambda *a, **k: [(1, 20, 5, 7)])

@@ -3,9 +3,9 @@ one-direction Triton kernel ('triton') and the token-major path with the two-dir
 several tile sizes). Times inference and forward + backward (eager, bf16 autocast, channels_last) and says how far
 the outputs of the two forms differ.
 
-    python -m mobilemamba.ops.scan.probe [--variant s6] [--batch 256] [--tiles 64x2048,32x1024] [--out DIR]
+    python -m mobilemamba.ss2d_probe [--variant s6] [--batch 256] [--tiles 64x2048,32x1024] [--out DIR]
 
-A tile size is MAX_BLOCK_Lx TILE_ELEMENTS of ops/scan/triton_bidir.py.
+A tile size is `MAX_BLOCK_L x TILE_ELEMENTS` of ops/scan/triton_bidir.py.
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from unittest import mock
 
 import torch
 
-from ...models import create_model
-from ...models.layers import randomize_batchnorm
-from ...models.ss2d import SS2D
-from . import triton_bidir
+from .models import create_model
+from .models.layers import randomize_batchnorm
+from .models.ss2d import SS2D
+from .ops.scan import triton_bidir
+
 
 def core_shapes(variant: str, batch: int, **overrides: Any) -> list[tuple[int, ...]]:
     """The distinct input shapes (B, d_inner, H, W) of SS2D.forward_core in `variant`, in model order (meta device:
@@ -116,8 +117,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         b = base[r["shape"]]
         lines.append(f"| {r['shape']} | {r['backend']} | {r['tiles']} | {r['infer_ms']:.3f} | "
-                     f"{b['infer_ms'] / r['infer_ms']:.2f} | {r['train_ms']:.3f} | {b['train_ms'] / r['train_ms']:.2f} | "
-                     f"{r['rel_diff']:.1e} |")
+                     f"{b['infer_ms'] / r['infer_ms']:.2f} | {r['train_ms']:.3f} | "
+                     f"{b['train_ms'] / r['train_ms']:.2f} | {r['rel_diff']:.1e} |")
     return "\n".join(lines)
 
 
