@@ -213,11 +213,13 @@ def test_the_fused_model_runs_the_haar_formulation_asked_for_and_the_row_records
     assert seen == {"shuffle"} and row.wavelet == "shuffle" and " shuffle " in format_table([row]).splitlines()[2]
 
 
-def test_csv_rows_written_before_the_haar_column_still_load(tmp_path):
+def test_csv_rows_written_before_the_haar_and_freeze_columns_still_load(tmp_path):
     path = tmp_path / "old.csv"
     rows = [BenchResult("mobilemamba_t2", "infer", 192, 256, "bf16", True, "false", "-", False, True, False, "triton",
                         1, 100.0, 90.0, 110.0, 1.0, 2.0, "gpu")]
     write_csv(rows, path)
     header, line = path.read_text().splitlines()
-    path.write_text(header.replace(",wavelet", "") + "\n" + line.rsplit(",", 1)[0] + "\n")
-    assert read_csv(path)[0].wavelet == "-"
+    assert header.endswith(",wavelet,freeze")
+    path.write_text(header.replace(",wavelet,freeze", "") + "\n" + line.rsplit(",", 2)[0] + "\n")
+    old = read_csv(path)[0]
+    assert old.wavelet == "-" and old.freeze is False and old.img_per_s == 100.0
