@@ -1,8 +1,9 @@
 """Throughput benchmark: `python bench.py model=s6 mode=infer,train [batch=256] [amp=bf16|fp16|none] [fused=true]
 [compile=false|true|regional] [compile_mode=default|reduce-overhead|max-autotune-no-cudagraphs] [cuda_graph=true]
-[scan_backend=auto|triton|torch|...] [channels_last=true] [kd=true] [out=DIR]`. Comma-separated values give one row
-per combination (every option: `mobilemamba.benchmark.BenchConfig`). compile=true compiles the whole model,
-compile=regional each block; cuda_graph=true (mode=infer, CUDA) replays the captured forward.
+[scan_backend=auto|triton|torch|...] [channels_last=true] [kd=true] [img_size=N] [out=DIR]`. Comma-separated values
+give one row per combination (every option: `mobilemamba.benchmark.BenchConfig`). compile=true compiles the whole
+model, compile=regional each block; cuda_graph=true (mode=infer, CUDA) replays the captured forward.
+`model=` also takes any timm model, timed the same way: `model=s6,levit_256,efficientvit_m5 mode=infer,train`.
 Multi-GPU training throughput: `torchrun --nproc_per_node=N bench.py mode=train ...` (DDP, img/s over all GPUs).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mobilemamba.benchmark import BenchError, expand, format_table, resolve_device, resolve_name, run_one, write_csv
+from mobilemamba.benchmark import BenchError, check, expand, format_table, run_one, write_csv
 
 
 def main(argv: list[str]) -> None:
@@ -33,8 +34,7 @@ def main(argv: list[str]) -> None:
     try:  # every configuration is checked before the first one runs
         cfgs = list(expand(overrides))
         for cfg in cfgs:
-            resolve_name(cfg.model)
-            resolve_device(cfg)
+            check(cfg)
     except BenchError as err:
         sys.exit(f"bench.py: {err}")
     rows = []

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import mobilemamba
-from mobilemamba.benchmark import (BenchConfig, BenchError, BenchResult, _compile, _GpuLock, expand, format_table,
-                                   read_csv, resolve_name, write_csv)
+from mobilemamba.benchmark import (BenchConfig, BenchError, BenchResult, _compile, _GpuLock, check, expand,
+                                   format_table, inference_model, read_csv, resolve_name, write_csv)
 
 
 def test_comma_lists_expand_to_one_config_per_combination():
@@ -26,6 +26,55 @@ def test_unknown_options_and_models_are_errors():
         list(expand({"modle": "t2"}))
     with pytest.raises(ValueError, match="unknown model 'x9'"):
         resolve_name("x9")
+
+
+def test_model_names_are_mobilemamba_variants_or_any_timm_model():
+    assert [resolve_name(n) for n in ("t2", "mobilemamba_b4", "levit_256", "vit_tiny_patch16_224.augreg_in21k")] == \
+        ["mobilemamba_t2", "mobilemamba_b4", "levit_256", "vit_tiny_patch16_224.augreg_in21k"]
+    with pytest.raises(BenchError, match="compile=regional compiles MobileMamba's blocks.*levit_256 use compile=true"):
+        check(BenchConfig(model="levit_256", compile="regional", device="cpu"))
+    check(BenchConfig(model="s6", compile="regional", device="cpu"))
+    with pytest.raises(BenchError, match="takes 1024x768 inputs; give img_size=N"):
+        check(BenchConfig(model="vit_base_patch16_sapiens2", device="cpu"))
+    check(BenchConfig(model="vit_base_patch16_sapiens2", img_size=224, device="cpu"))
+
+
+def test_a_bad_model_name_is_a_one_line_error_before_anything_runs():
+    out = subprocess.run([sys.executable, "bench.py", "model=t2,levit_2566", "device=cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "bench.py: unknown model 'levit_2566': neither a MobileMamba variant (t2, t4, s6, b1, b2, b4) nor a timm model "
+        "(timm.list_models()); did you mean levit_256, levit_256d, levit_conv_256?"]
+
+
+def test_timm_models_are_timed_reparameterized_as_timm_does_it():
+    """Inference of a model with RepVGG-style blocks and Conv+BN pairs (a tiny RepViT) runs the folded model."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("repvit_m0_9", embed_dim=(16, 32, 48, 64), depth=(1, 1, 1, 1), num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        fused = inference_model(model, fused=True)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        assert not fused.training and torch.allclose(fused(x), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bench_cli_times_timm_models_by_name_each_at_its_own_resolution(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench.py", "model=test_vit,test_resnet", "mode=infer,train", "batch=2", "amp=none",
+         "warmup=1", "iters=1", "repeats=1", "device=cpu", f"out={tmp_path}"],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = read_csv(tmp_path / "bench.csv")
+    assert [(r.model, r.mode, r.img_size, r.fused) for r in rows] == [
+        ("test_vit", "infer", 160, True), ("test_vit", "train", 160, False),
+        ("test_resnet", "infer", 160, True), ("test_resnet", "train", 160, False)]
+    assert all(r.img_per_s > 0 and r.scan_backend == "-" and r.wavelet == "-" for r in rows)
+    assert [line.split()[0] for line in out.stdout.splitlines()[-5:-1]] == [r.model for r in rows]
 
 
 def test_compile_options_parse_and_bad_combinations_are_errors():
@@ -53,6 +102,31 @@ def test_cuda_graph_without_cuda_is_a_one_line_error(capsys):
         bench.main(["model=t2", "mode=infer", "cuda_graph=false,true", "device=cpu"])
     assert str(exc.value) == "bench.py: bench cuda_graph=true needs a CUDA device, got 'cpu'"
     assert capsys.readouterr().out == ""  # checked before the first configuration runs
+
+
+def test_freeze_compiles_inference_with_inductors_freezing_and_the_row_records_it():
+    """freeze=true: the compiler sees torch._inductor.config.freezing on (parameters folded in as constants)."""
+    from mobilemamba.benchmark import run_one
+    from torch._inductor import config as inductor_config
+
+    seen = []
+
+    def recording_backend(gm, example_inputs):
+        seen.append(inductor_config.freezing)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch._dynamo.register_backend(recording_backend, name="record_freezing")
+    base = dict(model="t2", mode="infer", compile="true", compile_backend="record_freezing", batch=2, amp="none",
+                img_size=32, warmup=1, iters=1, repeats=1, device="cpu", scan_backend="torch",
+                model_kwargs="embed_dim=16-32-48,depth=1-1-1")
+    rows = [run_one(BenchConfig(**base, freeze=freeze)) for freeze in (True, False)]
+    assert seen == [True, False] and [r.freeze for r in rows] == [True, False]
+    assert format_table(rows).splitlines()[0].split()[8:10] == ["graph", "frz"]
+    with pytest.raises(BenchError, match="freeze=true is for compiled inference"):
+        BenchConfig(mode="infer", freeze=True)
+    with pytest.raises(BenchError, match="freeze=true is for compiled inference"):
+        BenchConfig(mode="train", compile="true", freeze=True)
 
 
 def test_regional_compile_gives_the_eager_outputs():
@@ -139,11 +213,13 @@ def test_the_fused_model_runs_the_haar_formulation_asked_for_and_the_row_records
     assert seen == {"shuffle"} and row.wavelet == "shuffle" and " shuffle " in format_table([row]).splitlines()[2]
 
 
-def test_csv_rows_written_before_the_haar_column_still_load(tmp_path):
+def test_csv_rows_written_before_the_haar_and_freeze_columns_still_load(tmp_path):
     path = tmp_path / "old.csv"
     rows = [BenchResult("mobilemamba_t2", "infer", 192, 256, "bf16", True, "false", "-", False, True, False, "triton",
                         1, 100.0, 90.0, 110.0, 1.0, 2.0, "gpu")]
     write_csv(rows, path)
     header, line = path.read_text().splitlines()
-    path.write_text(header.replace(",wavelet", "") + "\n" + line.rsplit(",", 1)[0] + "\n")
-    assert read_csv(path)[0].wavelet == "-"
+    assert header.endswith(",wavelet,freeze")
+    path.write_text(header.replace(",wavelet,freeze", "") + "\n" + line.rsplit(",", 2)[0] + "\n")
+    old = read_csv(path)[0]
+    assert old.wavelet == "-" and old.freeze is False and old.img_per_s == 100.0

@@ -1,4 +1,11 @@
-"""Throughput of MobileMamba: inference of the (fused) model and the training step, as one table.
+"""Throughput of MobileMamba, and of any timm model in the same harness: inference of the (fused) model and the
+training step, as one table.
+
+`model=` takes a MobileMamba variant (`s6` or `mobilemamba_s6`) or any timm model name (`levit_256`); each runs at its
+own pretrained_cfg input size unless `img_size=` is given. Inference runs the model reparameterized: MobileMamba's
+`fuse()`, timm's `reparameterize_model` for the others (BN folding, RepVGG-style branch merging). The scan backend
+and Haar formulation, MobileMamba's own options, are recorded as '-' for other models; `compile=regional` (block by
+block) is MobileMamba's only.
 
 Every configuration is timed the same way: warm-up, then `repeats` timed runs of `iters` steps each, timed with
 device events after a synchronisation (host clock on CPU); the table shows the median img/s and peak memory, and
@@ -6,13 +13,16 @@ the set-up time (compilation, CUDA-graph capture and warm-up steps).
 
 Speed-ups: `compile=true` compiles the whole model (torch.compile), `compile=regional` each of its blocks
 (`MobileMamba.regions()`), with `compile_mode` passed to torch.compile; `cuda_graph=true` (inference) captures the
-forward (fused, eager or compiled) once in a CUDA graph and replays it. `gpu_lock=FILE` lets several bench processes
-run at once (benchmarks/speed.sh): they compile concurrently and take turns on the GPU.
+forward (fused, eager or compiled) once in a CUDA graph and replays it; `freeze=true` (compiled inference) has inductor
+fold the parameters in as constants (its `freezing`): weight casts and layout changes happen once, at compile time,
+instead of at every call. `gpu_lock=FILE` lets several bench processes run at once (benchmarks/speed.sh): they
+compile concurrently and take turns on the GPU.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import itertools
 import os
 import statistics
@@ -21,10 +31,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import timm
 import torch
 import torch.nn as nn
+from timm.models import get_pretrained_cfg
+from timm.utils.model import reparameterize_model
 
-from .models import VARIANTS, create_model
+from .models import VARIANTS, MobileMamba, create_model
 from .models.compiling import COMPILE_MODES, COMPILED_WAVELET, compile_model, cuda_graph_step
 
 SHORT_NAMES = {name.split("_")[-1]: name for name in VARIANTS}
@@ -38,23 +51,24 @@ class BenchError(ValueError):
 
 @dataclass
 class BenchConfig:
-    model: str = "mobilemamba_s6"
+    model: str = "mobilemamba_s6"  # a MobileMamba variant (short names: t2, s6, ...) or any timm model name
     mode: str = "infer"  # infer | train
     batch: int = 256
     amp: str = "bf16"  # bf16 | fp16 | none
-    fused: bool = True  # inference only: the BN-folded model
+    fused: bool = True  # inference only: the reparameterized model (MobileMamba's fuse(), timm's for others)
     compile: str = "false"  # false | true (the whole model) | regional (each block, compiled separately)
     compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead | max-autotune-no-cudagraphs
     compile_backend: str = "inductor"  # torch.compile's backend (eager / aot_eager for CPU checks)
     cuda_graph: bool = False  # inference only: capture the forward in a CUDA graph, replay it in the timed loop
+    freeze: bool = False  # compiled inference only: inductor's freezing (parameters folded in as constants)
     channels_last: bool = True
     kd: bool = False  # train only: add a frozen teacher forward (distill.build_teacher) to the step
     teacher: str = "tresnet_v2_l"
     data: str = "synthetic"
-    scan_backend: str = "auto"
-    # pytorch_wavelets | conv | shuffle | auto (shuffle when compiling: pywt breaks Dynamo's graphs)
+    scan_backend: str = "auto"  # MobileMamba only
+    # MobileMamba only: pytorch_wavelets | conv | shuffle | auto (shuffle when compiling: pywt breaks Dynamo's graphs)
     wavelet: str = "auto"
-    img_size: int = 0  # 0: the variant's own resolution
+    img_size: int = 0  # 0: the model's own resolution (its pretrained_cfg input size)
     warmup: int = 15
     iters: int = 20
     repeats: int = 5
@@ -73,6 +87,8 @@ class BenchConfig:
             raise BenchError(f"bench mode must be infer|train, got {self.mode!r}")
         if self.amp not in ("bf16", "fp16", "none"):
             raise BenchError(f"bench amp must be bf16|fp16|none, got {self.amp!r}")
+        if self.freeze and (self.mode != "infer" or not self.compiling):
+            raise BenchError("bench freeze=true is for compiled inference (mode=infer compile=true|regional)")
         if self.cuda_graph and self.mode != "infer":
             raise BenchError("bench cuda_graph=true is for mode=infer only (the train step is not captured)")
         if self.cuda_graph and self.compiling and self.compile_mode == "reduce-overhead":
@@ -106,13 +122,56 @@ class BenchResult:
     setup_s: float  # model compilation, graph capture and warm-up steps, wall clock
     device_name: str
     wavelet: str = "-"  # the Haar step's formulation (models/wavelet.py); '-' in CSVs written before it was recorded
+    freeze: bool = False
 
 
 def resolve_name(name: str) -> str:
+    """The model `name` stands for: a MobileMamba variant (short names too) or a timm model name."""
     name = SHORT_NAMES.get(name, name)
-    if name not in VARIANTS:
-        raise BenchError(f"unknown model {name!r}; expected one of {', '.join(VARIANTS)} or {', '.join(SHORT_NAMES)}")
-    return name
+    if name in VARIANTS or timm.is_model(name):
+        return name
+    close = difflib.get_close_matches(name, [*VARIANTS, *timm.list_models()], n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise BenchError(f"unknown model {name!r}: neither a MobileMamba variant ({', '.join(SHORT_NAMES)}) nor a timm "
+                     f"model (timm.list_models()){hint}")
+
+
+def input_shape(name: str, img_size: int = 0) -> tuple[int, int]:
+    """(channels, side) of the square input `name` is timed on: its pretrained_cfg's, side `img_size` if given."""
+    channels, height, width = get_pretrained_cfg(name).input_size
+    if not img_size and height != width:
+        raise BenchError(f"model {name!r} takes {height}x{width} inputs; give img_size=N to time it on NxN")
+    return channels, img_size or height
+
+
+def _build_model(name: str, cfg: BenchConfig) -> nn.Module:
+    kwargs = _parse_model_kwargs(cfg.model_kwargs)
+    if name in VARIANTS:
+        return create_model(name, scan_backend=cfg.scan_backend, **kwargs)
+    if cfg.img_size and get_pretrained_cfg(name).fixed_input_size:  # e.g. ViTs: position embeddings per size
+        kwargs.setdefault("img_size", cfg.img_size)
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def inference_model(model: nn.Module, fused: bool, wavelet: str = "-") -> nn.Module:
+    """`model` in eval mode as inference times it: reparameterized with `fused` (MobileMamba's fuse(), then the Haar
+    formulation `wavelet`; timm's reparameterize_model for any other model)."""
+    model.eval()
+    if not fused:
+        return model
+    if isinstance(model, MobileMamba):
+        return model.fuse().set_wavelet_impl(wavelet)  # fuse() picks conv: the formulation asked for wins
+    return reparameterize_model(model, inplace=True)
+
+
+def check(cfg: BenchConfig) -> None:
+    """Raises BenchError when `cfg` cannot run here; bench.py checks every configuration before the first runs."""
+    name = resolve_name(cfg.model)
+    resolve_device(cfg)
+    input_shape(name, cfg.img_size)
+    if cfg.compile == "regional" and name not in VARIANTS:
+        raise BenchError(f"bench compile=regional compiles MobileMamba's blocks one by one; for {name} use "
+                         "compile=true")
 
 
 def _parse_model_kwargs(text: str) -> dict[str, Any]:
@@ -304,13 +363,15 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     device = resolve_device(cfg)
     torch.backends.cudnn.benchmark = True
     name = resolve_name(cfg.model)
-    img_size = cfg.img_size or VARIANTS[name].img_size
-    model = create_model(name, scan_backend=cfg.scan_backend, **_parse_model_kwargs(cfg.model_kwargs)).to(device)
+    in_chans, img_size = input_shape(name, cfg.img_size)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    wavelet = (COMPILED_WAVELET if cfg.compiling else "pytorch_wavelets") if cfg.wavelet == "auto" else cfg.wavelet
-    model.set_wavelet_impl(wavelet)
-    x = torch.randn(cfg.batch, 3, img_size, img_size, device=device).to(memory_format=memory_format)
+    model = _build_model(name, cfg).to(device, memory_format=memory_format)
+    wavelet, scan_backend = "-", "-"
+    if isinstance(model, MobileMamba):
+        wavelet = (COMPILED_WAVELET if cfg.compiling else "pytorch_wavelets") if cfg.wavelet == "auto" else cfg.wavelet
+        model.set_wavelet_impl(wavelet)
+        scan_backend = cfg.scan_backend
+    x = torch.randn(cfg.batch, in_chans, img_size, img_size, device=device).to(memory_format=memory_format)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -320,7 +381,7 @@ def run_one(cfg: BenchConfig) -> BenchResult:
         """The timed step, after its first call (compilation, cuDNN's algorithm search, graph capture)."""
         nonlocal model
         if cfg.mode == "infer":
-            model = model.fuse().set_wavelet_impl(wavelet) if cfg.fused else model.eval()  # fuse() picks conv
+            model = inference_model(model, cfg.fused, wavelet)
             forward = _forward_fn(_compile(model, cfg) if cfg.compiling else model, cfg, device)
             step = cuda_graph_step(forward, x, device) if cfg.cuda_graph else _inference_step(forward, x)
         else:
@@ -338,7 +399,9 @@ def run_one(cfg: BenchConfig) -> BenchResult:
         _sync(device)
         return step
 
-    with _GpuLock(cfg.gpu_lock).held() as lock:
+    from torch._inductor import config as inductor_config  # imported here: it takes seconds, eager rows need none
+
+    with _GpuLock(cfg.gpu_lock).held() as lock, inductor_config.patch(freezing=cfg.freeze):
         step = prepare()
         _warm_up(step, cfg, device, cfg.warmup - 1)
         setup_s = time.perf_counter() - t_setup - lock.waited
@@ -347,8 +410,8 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     return BenchResult(name, cfg.mode, img_size, cfg.batch, cfg.amp, cfg.fused and cfg.mode == "infer", cfg.compile,
                        cfg.compile_mode if cfg.compiling else "-", cfg.cuda_graph, cfg.channels_last, cfg.kd,
-                       cfg.scan_backend, world, statistics.median(rates), min(rates), max(rates), peak, setup_s,
-                       torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", wavelet)
+                       scan_backend, world, statistics.median(rates), min(rates), max(rates), peak, setup_s,
+                       torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", wavelet, cfg.freeze)
 
 
 def expand(overrides: dict[str, str]) -> Iterator[BenchConfig]:
@@ -387,17 +450,18 @@ def format_table(rows: list[BenchResult]) -> str:
     """One line per row; 'x eager': img/s over that of the eager row (no compile, no CUDA graph) of the same
     model and settings in `rows`, where there is one."""
     eager = {_baseline_key(r): r.img_per_s for r in rows if r.compile == "false" and not r.cuda_graph}
-    head = f"{'model':<15}{'mode':<6}{'res':>5}{'batch':>6}{'amp':>6}{'fused':>6}{'compile':>9}{'cmode':>11}" \
-           f"{'graph':>6}{'cl':>4}{'kd':>4}{'scan':>8}{'haar':>9}{'gpus':>5}{'img/s':>10}{'min':>9}{'max':>9}{'x eager':>8}" \
-           f"{'mem GiB':>9}{'setup s':>9}"
+    width = max([15, *(len(r.model) + 1 for r in rows)])
+    head = f"{'model':<{width}}{'mode':<6}{'res':>5}{'batch':>6}{'amp':>6}{'fused':>6}{'compile':>9}{'cmode':>11}" \
+           f"{'graph':>6}{'frz':>4}{'cl':>4}{'kd':>4}{'scan':>8}{'haar':>9}{'gpus':>5}{'img/s':>10}{'min':>9}" \
+           f"{'max':>9}{'x eager':>8}{'mem GiB':>9}{'setup s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         comp = {"false": "-", "true": "whole"}.get(r.compile, r.compile)
         base = eager.get(_baseline_key(r))
         ratio = f"{r.img_per_s / base:.2f}" if base else "-"
-        lines.append(f"{r.model:<15}{r.mode:<6}{r.img_size:>5}{r.batch:>6}{r.amp:>6}{str(r.fused)[0]:>6}"
+        lines.append(f"{r.model:<{width}}{r.mode:<6}{r.img_size:>5}{r.batch:>6}{r.amp:>6}{str(r.fused)[0]:>6}"
                      f"{comp:>9}{_SHORT_MODES.get(r.compile_mode, r.compile_mode):>11}{str(r.cuda_graph)[0]:>6}"
-                     f"{str(r.channels_last)[0]:>4}{str(r.kd)[0]:>4}{r.scan_backend:>8}"
+                     f"{str(r.freeze)[0]:>4}{str(r.channels_last)[0]:>4}{str(r.kd)[0]:>4}{r.scan_backend:>8}"
                      f"{_SHORT_HAAR.get(r.wavelet, r.wavelet):>9}"
                      f"{r.world_size:>5}{r.img_per_s:>10.0f}{r.img_per_s_min:>9.0f}{r.img_per_s_max:>9.0f}"
                      f"{ratio:>8}{r.peak_mem_gib:>9.2f}{r.setup_s:>9.1f}")

@@ -2,6 +2,12 @@
 
 in_proj (1x1 Conv+BN) → (x, z) → x: depthwise 3x3 + SiLU → two-direction selective scan → LayerNorm over
 channels → gate by SiLU(z) → out_proj (1x1 Conv+BN).
+
+The scan core has two equal forms. The channel-major one is the published formulation (spec §3.7: flatten, stack
+with the flipped copy, one-direction scan, flip back and add); it runs with every one-direction scan backend and is
+what exports to ONNX. The token-major one (backend 'triton_bidir') works on (B, L, C), the memory of a channels_last
+tensor as it is, and scans both directions in one kernel: no flipped, stacked or transposed copies, and the
+LayerNorm runs over the contiguous channel axis.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops.scan import selective_scan
+from ..ops.scan import bidirectional_scan, resolve_backend, selective_scan
 from .layers import Conv2d_BN, LayerNorm2d
 
 K_DIRECTIONS = 2
@@ -40,6 +46,31 @@ class SS2D(nn.Module):
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d_inner, H, W) → (B, d_inner, H, W): scan both directions, merge per sample, LayerNorm."""
+        if resolve_backend(self.scan_backend, x.device, bidirectional=True) == "triton_bidir":
+            return self._core_token_major(x)
+        return self._core_channel_major(x)
+
+    def _core_token_major(self, x: torch.Tensor) -> torch.Tensor:
+        if self.d_state != 1:
+            raise ValueError(f"scan backend 'triton_bidir' supports d_state=1 only, got {self.d_state}")
+        b, d, h, w = x.shape
+        u = x.permute(0, 2, 3, 1).reshape(b, h * w, d)  # a view of a channels_last x
+        dbl = F.linear(u, self.x_proj_weight.flatten(0, 1))  # (b, L, 2·(R+2)): per direction [dt (R), B, C]
+        delta = F.linear(dbl, self._dt_proj_matrix())  # (b, L, 2·d), direction-major within a token
+        bc = dbl.view(b, h * w, K_DIRECTIONS, -1)[..., self.dt_rank:]
+        y = bidirectional_scan(u, delta, -torch.exp(self.A_logs.float()), bc[..., 0], bc[..., 1], self.Ds.float(),
+                               self.dt_projs_bias.float().flatten(), backend="triton_bidir")
+        norm = self.out_norm
+        y = F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)  # float32 (spec §3)
+        return y.view(b, h, w, d).permute(0, 3, 1, 2).to(x.dtype)
+
+    def _dt_proj_matrix(self) -> torch.Tensor:
+        """dt_proj of both directions as one block-diagonal (2·d_inner, 2·(R+2)) matrix over x_proj's output (zero
+        columns for B and C): one GEMM writes Δ token-major, where a batched product over the two directions would
+        write it direction-major and need a transposed copy."""
+        return torch.block_diag(*F.pad(self.dt_projs_weight, (0, 2 * self.d_state)))
+
+    def _core_channel_major(self, x: torch.Tensor) -> torch.Tensor:
         b, d, h, w = x.shape
         length = h * w
         u = x.flatten(2)

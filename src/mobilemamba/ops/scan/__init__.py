@@ -7,8 +7,12 @@ Backends:
 - ``sequential``: the textbook loop over the sequence (`selective_scan_ref`); slow, the CPU benchmark's baseline.
 - ``triton``: Triton kernels, forward and backward (CUDA; CPU tensors too under ``TRITON_INTERPRET=1``), registered
   as the torch.library ops ``mobilemamba::selective_scan_fwd`` / ``_bwd`` so torch.compile traces through them.
+- ``triton_bidir``: SS2D's two directions and their merge as one Triton kernel on token-major operands
+  (`bidirectional_scan`; ops ``mobilemamba::bidir_scan_fwd`` / ``_bwd``); SS2D only, a one-direction scan takes
+  ``triton``.
 - ``mamba_ssm``: ``selective_scan_fn`` from mamba-ssm, when installed with its CUDA kernels.
-- ``auto``: triton on CUDA tensors (when triton imports), torch elsewhere; says once which it chose.
+- ``auto``: triton on CUDA tensors (when triton imports; triton_bidir for SS2D's two directions), torch elsewhere;
+  says once which it chose.
 Asking for a backend that cannot run raises `ScanBackendError`: there is no silent fallback.
 """
 from __future__ import annotations
@@ -21,14 +25,17 @@ from typing import Callable
 
 import torch
 
-from .reference import selective_scan_ref
+from .reference import bidirectional_scan_ref, selective_scan_ref
 from .chunked_scan import selective_scan_chunked
 from .torch_scan import selective_scan_torch
 
-BACKENDS = ("auto", "torch", "triton", "mamba_ssm", "chunked", "sequential")
+BACKENDS = ("auto", "torch", "triton", "triton_bidir", "mamba_ssm", "chunked", "sequential")
+_TRITON_BACKENDS = ("triton", "triton_bidir")
 _log = logging.getLogger(__name__)
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 _TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # Triton's CPU interpreter (tests)
+if _HAS_TRITON:  # imported here, not at first use: a lazy import inside a compiled forward makes Dynamo recompile
+    from .triton_bidir import bidirectional_scan_triton
 
 
 class ScanBackendError(RuntimeError):
@@ -66,18 +73,26 @@ def _announce(device_type: str, choice: str) -> None:
     _log.info("selective scan: backend 'auto' uses '%s' on %s", choice, device_type)
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend name for `backend` on `device`; raises when it cannot run there."""
+def resolve_backend(backend: str, device: torch.device, bidirectional: bool = False) -> str:
+    """The concrete backend name for `backend` on `device`, for a one-direction scan or, with `bidirectional`, for
+    SS2D's two directions (`bidirectional_scan`); raises when it cannot run there."""
     if backend not in BACKENDS:
         raise ScanBackendError(f"unknown scan backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
         choice = "triton" if device.type == "cuda" and _HAS_TRITON else "torch"
+        if choice == "triton" and bidirectional:
+            choice = "triton_bidir"
         if not torch.compiler.is_compiling():  # logging is a graph break for Dynamo
             _announce(device.type, choice)
         return choice
-    if backend == "triton" and _TRITON_INTERPRET and device.type == "cpu":
+    if backend == "triton_bidir" and not bidirectional:
+        raise ScanBackendError("scan backend 'triton_bidir' scans SS2D's two directions at once "
+                               "(bidirectional_scan); a one-direction scan takes 'triton'")
+    if backend in _TRITON_BACKENDS and not _HAS_TRITON:
+        raise ScanBackendError(f"scan backend {backend!r} needs the triton package (pip install triton)")
+    if backend in _TRITON_BACKENDS and _TRITON_INTERPRET and device.type == "cpu":
         return backend
-    if backend in ("triton", "mamba_ssm") and device.type != "cuda":
+    if backend in (*_TRITON_BACKENDS, "mamba_ssm") and device.type != "cuda":
         raise ScanBackendError(f"scan backend {backend!r} needs CUDA tensors, got device '{device}'")
     return backend
 
@@ -115,5 +130,20 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
-__all__ = ["BACKENDS", "ScanBackendError", "resolve_backend", "get_scan_fn", "selective_scan",
-           "selective_scan_ref", "selective_scan_torch", "selective_scan_chunked"]
+def bidirectional_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                       D: torch.Tensor, delta_bias: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """SS2D's scan of a token sequence along and back, merged: y (b, L, d) in float32 (`bidirectional_scan_ref`
+    says what it computes). Token-major shapes: u (b, L, d); delta (b, L, 2d), direction k at [..., k·d:(k+1)·d];
+    A (2d, 1); B, C (b, L, 2); D, delta_bias (2d). 'triton_bidir' is one kernel (ops/scan/triton_bidir.py); any
+    other backend runs the one-direction scan on the stacked, flipped sequence."""
+    name = resolve_backend(backend, u.device, bidirectional=True)
+    if name == "triton_bidir":
+        return bidirectional_scan_triton(u, delta, A, B, C, D, delta_bias)
+
+    def scan(u, delta, A, B, C, D, delta_bias):
+        return selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus=True, backend=name, float_out=True)
+    return bidirectional_scan_ref(u, delta, A, B, C, D, delta_bias, scan)
+
+
+__all__ = ["BACKENDS", "ScanBackendError", "resolve_backend", "get_scan_fn", "selective_scan", "bidirectional_scan",
+           "bidirectional_scan_ref", "selective_scan_ref", "selective_scan_torch", "selective_scan_chunked"]

@@ -4,6 +4,8 @@ Slow, and only for tests (in float64) and as the baseline of the CPU benchmark.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -33,3 +35,21 @@ def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
     if D is not None:
         y = y + D[:, None] * u
     return y
+
+
+def _in_scan_order(pair: torch.Tensor) -> torch.Tensor:
+    """(b, 2, ..., L) of one sequence twice → the second copy reversed along L: each direction in its scan order."""
+    return torch.stack([pair[:, 0], pair[:, 1].flip(-1)], dim=1)
+
+
+def bidirectional_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                           D: torch.Tensor, delta_bias: torch.Tensor,
+                           scan: Callable[..., torch.Tensor] = selective_scan_ref) -> torch.Tensor:
+    """SS2D's two-direction scan as published (spec §3.7), on token-major operands: `scan` (softplus on Δ) of the
+    stacked [u, flip(u)] in channel-major layout, then y = y_fwd + flip(y_bwd). Shapes as `bidirectional_scan`."""
+    batch, length, dim = u.shape
+    pair = lambda t: t.view(batch, length, 2, -1).permute(0, 2, 3, 1)  # noqa: E731 - (b, L, 2n) → (b, 2, n, L)
+    us = _in_scan_order(u.transpose(1, 2)[:, None].expand(batch, 2, dim, length))
+    y = scan(us.reshape(batch, 2 * dim, length), _in_scan_order(pair(delta)).reshape(batch, 2 * dim, length), A,
+             _in_scan_order(pair(B)), _in_scan_order(pair(C)), D, delta_bias).view(batch, 2, dim, length)
+    return (y[:, 0] + y[:, 1].flip(-1)).transpose(1, 2)
