@@ -27,7 +27,7 @@ from . import distributed as D
 from . import faults
 from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, check_same_run, load_file, restore_rng
 from ..models.compiling import compile_model
-from .config import ConfigError, Phase, compile_how, lr_plan, plain, resolve_phases, should_evaluate
+from .config import ConfigError, Phase, build_model, compile_how, lr_plan, plain, resolve_phases, should_evaluate
 from .ema import ModelEma
 from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, iterating, max_abs_diff, rng_neutral_iter
 from .nonfinite import locate_nonfinite
@@ -132,17 +132,7 @@ class Trainer:
         return self
 
     def _build_model(self) -> nn.Module:
-        import mobilemamba
-
-        m = self.cfg.model
-        kwargs = plain(m.get("kwargs")) or {}
-        for key in ("embed_dim", "depth"):
-            if key in kwargs and isinstance(kwargs[key], list):
-                kwargs[key] = tuple(kwargs[key])
-        model = mobilemamba.create_model(
-            str(m.name), num_classes=int(self.cfg.data.num_classes), drop_path_rate=m.get("drop_path_rate"),
-            scan_backend=str(m.get("scan_backend", "auto")), **kwargs,
-        )
+        model = build_model(self.cfg.model, int(self.cfg.data.num_classes))
         model.to(self.device)
         if self.t.sync_bn and self.env.distributed:
             if self.device.type == "cuda":
@@ -799,21 +789,19 @@ _FLOPS_CACHE: dict[str, Any] = {}
 
 
 def _flops(cfg: DictConfig) -> Any:
-    """MACs per image in the README convention (mobilemamba.info.count_flops on a meta-device copy); None if n/a."""
+    """MACs per image (mobilemamba.info.count_macs on a meta-device copy: the README convention for MobileMamba,
+    a generic count for other models); None if n/a."""
     kwargs = plain(cfg.model.get("kwargs")) or {}
     key = f"{cfg.model.name}@{cfg.model.img_size}:{json.dumps(kwargs, sort_keys=True)}:{cfg.data.num_classes}"
     if key in _FLOPS_CACHE:
         return _FLOPS_CACHE[key]
     value = None
     try:
-        import mobilemamba
-        from mobilemamba.info import count_flops
+        from mobilemamba.info import count_macs
 
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
         with preserved_rng(), torch.device("meta"):
-            model = mobilemamba.create_model(str(cfg.model.name), num_classes=int(cfg.data.num_classes),
-                                             scan_backend="torch", **kwargs)
-        value = int(count_flops(model, int(cfg.model.img_size)))
+            model = build_model(cfg.model, int(cfg.data.num_classes), scan_backend="torch")
+        value = count_macs(model, int(cfg.model.img_size))
     except Exception as exc:  # noqa: BLE001 - a summary field never fails a run
         log.debug("flops not counted: %s", exc)
     _FLOPS_CACHE[key] = value
