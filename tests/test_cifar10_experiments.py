@@ -28,11 +28,12 @@ def cifar_env(monkeypatch, tmp_path):
 
 
 def recipe(cfg) -> dict:
-    """Everything but what names the run and the model (drop path belongs to the variant, as published)."""
+    """Everything but what names the run and the model (drop path belongs to the variant, as published; so does the
+    published curve it is compared with on ImageNet)."""
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in ("name",):
         d.pop(key)
-    d["model"] = {k: v for k, v in d["model"].items() if k not in ("name", "drop_path_rate")}
+    d["model"] = {k: v for k, v in d["model"].items() if k not in ("name", "drop_path_rate", "published")}
     return d
 
 

@@ -258,6 +258,13 @@ def apply_global_batch(cfg: DictConfig, world_size: int) -> None:
         cfg.data.batch_size = gb // per
 
 
+def dataset_name(data_cfg: DictConfig) -> str:
+    """What run.json calls the dataset: the name of its folder (cifar10_jpg, imagenet, ...), or the loader's for
+    generated data; the report compares only runs of one dataset."""
+    root = data_cfg.get("root")
+    return Path(str(root)).name if root and data_cfg.get("loader") != "synthetic" else str(data_cfg.get("loader"))
+
+
 def check_data_paths(data_cfg: DictConfig) -> None:
     """A folder dataset's root must exist (unless the smoke data can generate it)."""
     if data_cfg.get("loader") == "synthetic":

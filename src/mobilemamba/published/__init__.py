@@ -101,7 +101,8 @@ def plot_series(ax: Any, variant: Optional[str], column: str, until: Optional[fl
     drawn ([] when there is no curve)."""
     points = series(variant, column, until)
     if points:
-        style = {"color": "0.45", "ls": "--", "lw": 1.2, "label": f"published {variant_key(variant)} (ImageNet)", **style}
+        style = {"color": "0.45", "ls": "--", "lw": 1.2, "marker": ".", "ms": 4,
+                 "label": f"published {variant_key(variant)} (ImageNet)", **style}
         ax.plot(*zip(*points), **style)
     return points
 
