@@ -55,6 +55,21 @@ def test_series_stops_at_the_epoch_asked_for():
         published.series("B4", "acc")
 
 
+def test_a_plotted_curve_ends_at_the_epoch_asked_for_interpolated_there():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    drawn = published.plot_series(ax, "S6", "top1", until=12)
+    assert drawn == [(5, published.at("S6", 5).top1), (10, published.at("S6", 10).top1),
+                     (12, published.at("S6", 12).top1)]
+    assert [tuple(xy) for xy in ax.lines[0].get_xydata()] == drawn
+    assert published.plot_series(ax, "T2†", "top1", until=12) == [] and len(ax.lines) == 1
+    plt.close(fig)
+
+
 def test_the_recipe_the_curves_were_logged_with():
     assert (published.GLOBAL_BATCH, published.EPOCHS) == (1024, 300)
     assert [published.img_size(v) for v in published.variants()] == [192, 192, 224, 256, 384, 512]

@@ -102,7 +102,8 @@ def test_run_json_and_curves_png_carry_the_published_curve(pretend_t2):
 
     fig, ax = plt.subplots()
     raw, ema = overlay_published(ax, run_dir, until=6)
-    assert raw == [(5, 26.834)] and ema == [(5, 0.098)]
+    six = published.at("T2", 6)  # the curve drawn to the run's last evaluation, interpolated there
+    assert raw == [(5, 26.834), (6, six.top1)] and ema == [(5, 0.098), (6, six.top1_ema)]
     assert [line.get_label() for line in ax.lines] == ["published T2 raw (ImageNet)", "published T2 EMA (ImageNet)"]
     plt.close(fig)
     assert (run_dir / "curves.png").exists()

@@ -97,9 +97,13 @@ def series(variant: Optional[str], column: str, until: Optional[float] = None) -
 
 def plot_series(ax: Any, variant: Optional[str], column: str, until: Optional[float] = None,
                 **style: Any) -> list[tuple[int, float]]:
-    """Draw the published `column` of `variant` up to epoch `until` on a matplotlib axis, in grey; returns the points
-    drawn ([] when there is no curve)."""
+    """Draw the published `column` of `variant` up to epoch `until` (interpolated there when it falls between two
+    evaluations) on a matplotlib axis, dashed grey unless `style` says otherwise; returns the points drawn ([] when
+    there is no curve)."""
     points = series(variant, column, until)
+    end = at(variant, until) if until is not None and points and points[-1][0] < until else None
+    if end is not None:
+        points.append((end.epoch, getattr(end, column)))
     if points:
         style = {"color": "0.45", "ls": "--", "lw": 1.2, "marker": ".", "ms": 4,
                  "label": f"published {variant_key(variant)} (ImageNet)", **style}
