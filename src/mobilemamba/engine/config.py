@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from torch import nn
 
 from ..models.compiling import COMPILE_MODES
 
@@ -168,7 +169,7 @@ def check_model(model_cfg: DictConfig) -> None:
             model_cfg.img_size = size
 
 
-def build_model(model_cfg: DictConfig, num_classes: int, **override: Any):
+def build_model(model_cfg: DictConfig, num_classes: int, **override: Any) -> nn.Module:
     """The model `model_cfg` describes (name, drop_path_rate, scan_backend, kwargs), untrained; `override` replaces
     any of those (e.g. scan_backend='torch' for counting on the meta device)."""
     from mobilemamba.models import create_classifier

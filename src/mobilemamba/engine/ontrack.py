@@ -72,7 +72,8 @@ class OnTrack:
                         "approximate, this run differs from the published recipe: %s", self.curve,
                         ", ".join(self.approximate))
         else:
-            log.info("each evaluation is compared with the published %s curve (ImageNet-1k, same recipe)", self.curve)
+            log.info("each evaluation is compared with the published %s curve (ImageNet-1k; the published global "
+                     "batch, epochs and resolution)", self.curve)
 
 
 def on_track(cfg: DictConfig, phases: Sequence[Phase], global_batch: int) -> Optional[OnTrack]:
