@@ -1,6 +1,6 @@
-"""The CIFAR-10 miniature reproduction: experiment=cifar10_{t2,s6,b1,t2_kd} compose to the published
-recipe scaled down, identical for the three sizes, and the KD run differs from cifar10_t2 only in its teacher
-and its length."""
+"""The CIFAR-10 miniature reproduction: experiment=cifar10_{t2,s6,b1,t2_kd,repvit_m0_9} compose to the published
+recipe scaled down, identical for the three sizes and the timm baseline, and the KD run differs from cifar10_t2 only
+in its teacher and its length."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,17 +28,18 @@ def cifar_env(monkeypatch, tmp_path):
 
 
 def recipe(cfg) -> dict:
-    """Everything but what names the run and the model (drop path belongs to the variant, as published)."""
+    """Everything but what names the run and the model (drop path belongs to the variant, as published; so does the
+    published curve it is compared with on ImageNet)."""
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in ("name",):
         d.pop(key)
-    d["model"] = {k: v for k, v in d["model"].items() if k not in ("name", "drop_path_rate")}
+    d["model"] = {k: v for k, v in d["model"].items() if k not in ("name", "drop_path_rate", "published")}
     return d
 
 
 def test_the_cifar10_experiments_on_disk_are_the_ones_checked_here():
-    assert {p.stem for p in (CONF / "experiment").glob("cifar10_*.yaml")} == {"cifar10_t2", "cifar10_s6",
-                                                                               "cifar10_b1", "cifar10_t2_kd"}
+    assert {p.stem for p in (CONF / "experiment").glob("cifar10_*.yaml")} == {
+        "cifar10_t2", "cifar10_s6", "cifar10_b1", "cifar10_t2_kd", "cifar10_repvit_m0_9"}
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -69,6 +70,16 @@ def test_lr_follows_the_recipe_rule_at_a_fixed_global_batch_of_256(world_size):
 def test_the_three_sizes_share_one_recipe():
     t2, s6, b1 = (recipe(compose_train(f"experiment=cifar10_{s}")) for s in SIZES)
     assert t2 == s6 == b1
+
+
+def test_the_timm_baseline_is_cifar10_t2_with_another_model():
+    plain, baseline = compose_train("experiment=cifar10_t2"), compose_train("experiment=cifar10_repvit_m0_9")
+    assert baseline.name == "cifar10_repvit_m0_9" and baseline.model.name == "repvit_m0_9"
+    assert baseline.model.img_size == plain.model.img_size == 128
+    a, b = OmegaConf.to_container(plain, resolve=True), OmegaConf.to_container(baseline, resolve=True)
+    for d in (a, b):
+        d.pop("name"), d.pop("model")
+    assert a == b
 
 
 def test_the_kd_run_is_cifar10_t2_with_a_b1_teacher_of_this_project_and_twice_the_epochs(cifar_env):

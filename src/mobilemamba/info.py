@@ -109,6 +109,21 @@ def count_flops(model: MobileMamba, img_size: int) -> int:
     return total[0]
 
 
+@torch.no_grad()
+def count_macs(model: nn.Module, img_size: int) -> int:
+    """MACs of one image: `count_flops` (the published convention) for a MobileMamba; for any other model torch's
+    FlopCounterMode (convolutions, matmuls, attention; norms and elementwise ops not counted), halved to MACs."""
+    if isinstance(model, MobileMamba):
+        return count_flops(model, img_size)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, img_size, img_size, device=device))
+    return counter.get_total_flops() // 2
+
+
 def variant_info(name: str) -> dict:
     """Sizes of a variant, counted on the meta device (shapes only: fast, no memory)."""
     with torch.device("meta"):

@@ -8,8 +8,13 @@ see docs/interfaces.md "Run directory"). `results.json` files written by eval.py
 
 Writes, in DIR (or OUT): report.md, report.csv, accuracy_vs_speed.png (top-1 against inference img/s and
 against FLOPs, with the published ImageNet points of spec §6/§7 for reference) and training_curves.png (train loss
-and val top-1 raw/EMA per epoch, every run overlaid). Runs that crashed or are still running are kept with their
-status when they have at least one evaluation, and listed under "Skipped" otherwise.
+and val top-1 raw/EMA per epoch, every run overlaid, with the published curve of each variant compared on ImageNet).
+Runs that crashed or are still running are kept with their status when they have at least one evaluation, and
+listed under "Skipped" otherwise.
+
+"Checks" compare only runs of one dataset (same val images), resolution and epochs, and call a difference decided
+only when it exceeds twice its sampling error: the binomial standard error sqrt(p(1-p)/n) of each top-1 p on the n
+val images, combined over the two runs as sqrt(SE1^2 + SE2^2).
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
+
+from . import published
 
 RUN_FILES = ("run.json", "metrics.jsonl")
 VARIANT_ORDER = ("t2", "t4", "s6", "b1", "b2", "b4")
@@ -56,6 +63,7 @@ class EpochPoint:
     train_loss: Optional[float] = None
     top1: Optional[float] = None
     ema_top1: Optional[float] = None
+    images: Optional[int] = None  # val images of the evaluation
 
 
 @dataclass
@@ -82,15 +90,36 @@ class Run:
     kd: bool = False
     status: str = "unknown"
     curve: list[EpochPoint] = field(default_factory=list)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture overrides (a shrunken test model)
+    dataset: Optional[str] = None  # the data folder's name (run.json `dataset`)
+    num_classes: Optional[int] = None
+    published_curve: Optional[str] = None  # the published curve the run was compared with (ImageNet runs)
+    published_note: str = ""  # why a run of a published variant has none (a † run)
+
+    @property
+    def is_variant(self) -> bool:
+        """The run trained a published MobileMamba architecture (T2 ... B4, no overrides), at any resolution."""
+        return bool(self.model) and self.model.startswith("mobilemamba_") and _short(self) in VARIANT_ORDER \
+            and not self.model_kwargs
 
     @property
     def variant(self) -> str:
-        """"T2" for mobilemamba_t2, "T2†" when the run distilled; the model name otherwise."""
+        """"T2" for mobilemamba_t2, "T2†" when the run distilled; any other model (a timm model, a MobileMamba with
+        overrides) by its name and overrides, e.g. "mobilemamba_t2 (embed_dim 16/32/48, depth 1/1/1)"."""
         if not self.model:
             return "?"
-        short = self.model.rsplit("_", 1)[-1]
-        base = short.upper() if short in VARIANT_ORDER else self.model
+        base = _short(self).upper() if self.is_variant else self.model + _overrides(self.model_kwargs)
         return base + ("†" if self.kd else "")
+
+    @property
+    def last_eval(self) -> Optional[EpochPoint]:
+        evals = [p for p in self.curve if p.top1 is not None or p.ema_top1 is not None]
+        return evals[-1] if evals else None
+
+    @property
+    def val_images(self) -> Optional[int]:
+        """n of the sampling error: the images of the last evaluation."""
+        return self.last_eval.images if self.last_eval else None
 
     @property
     def best_top1(self) -> Optional[float]:
@@ -98,9 +127,20 @@ class Run:
         return max(vals) if vals else None
 
     def sort_key(self) -> tuple:
-        short = (self.model or "").rsplit("_", 1)[-1]
-        rank = VARIANT_ORDER.index(short) if short in VARIANT_ORDER else len(VARIANT_ORDER)
+        rank = VARIANT_ORDER.index(_short(self)) if self.is_variant else len(VARIANT_ORDER)
         return (rank, self.kd, self.label)
+
+
+def _short(run: Run) -> str:
+    return (run.model or "").rsplit("_", 1)[-1]
+
+
+def _overrides(kwargs: dict[str, Any]) -> str:
+    """' (embed_dim 16/32/48, depth 1/1/1)' for model kwargs; '' without any."""
+    def value(v: Any) -> str:
+        return "/".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    return f" ({', '.join(f'{k} {value(v)}' for k, v in kwargs.items())})" if kwargs else ""
 
 
 # ---------------------------------------------------------------------------------------------- reading files
@@ -152,7 +192,7 @@ def epoch_curve(records: Iterable[dict[str, Any]]) -> list[EpochPoint]:
             points.setdefault(epoch, EpochPoint(epoch)).train_loss = _num(rec.get("train_loss"))
         elif rec.get("kind") == "eval":
             p = points.setdefault(epoch, EpochPoint(epoch))
-            p.top1, p.ema_top1 = _num(rec.get("top1")), _num(rec.get("ema_top1"))
+            p.top1, p.ema_top1, p.images = _num(rec.get("top1")), _num(rec.get("ema_top1")), _int(rec.get("images"))
     return [points[e] for e in sorted(points)]
 
 
@@ -197,6 +237,11 @@ def _fill_from_summary(run: Run, s: dict[str, Any]) -> None:
     run.status = str(s.get("status") or "unknown")
     phases = s.get("phases") or []
     run.kd = bool(s.get("teacher")) or any((ph or {}).get("distill") not in (None, "none") for ph in phases)
+    run.model_kwargs = dict(s.get("model_kwargs") or {})
+    dataset = s.get("dataset") or {}
+    run.dataset, run.num_classes = dataset.get("name"), _int(dataset.get("num_classes"))
+    pub = s.get("published") or {}
+    run.published_curve, run.published_note = pub.get("curve"), str(pub.get("note") or "")
     final = s.get("final") or {}
     checks = [f for f in final.values() if isinstance(f, dict) and "fused_top1" in f]
     if checks:
@@ -227,6 +272,7 @@ def _fill_from_records(run: Run, records: list[dict[str, Any]]) -> None:
     model_cfg = cfg.get("model") or {}
     run.model = run.model or model_cfg.get("name")
     run.img_size = run.img_size or _int(model_cfg.get("img_size"))
+    run.model_kwargs = run.model_kwargs or dict(model_cfg.get("kwargs") or {})
     if run.epochs is None:
         run.epochs = _int((cfg.get("trainer") or {}).get("epochs"))
     if not run.kd:
@@ -254,10 +300,8 @@ def _hydra_config(path: Path) -> dict[str, Any]:
 
 def _fill_sizes(run: Run, path: Path) -> None:
     """Params/FLOPs from mobilemamba.info when run.json lacks them, for an unmodified variant at its resolution."""
-    if run.params is not None and run.flops is not None or not run.model:
-        return
-    if (_hydra_config(path).get("model") or {}).get("kwargs"):
-        return  # a shrunken test model: the variant's counts would be wrong
+    if run.params is not None and run.flops is not None or not run.is_variant:
+        return  # a shrunken test model or another model: the variant's counts would be wrong
     info = _variant_info(run.model)
     if info and info["img_size"] == run.img_size:
         run.params = run.params if run.params is not None else info["params"]
@@ -336,13 +380,35 @@ COLUMNS = [  # (csv key, markdown header)
     ("run", "run"), ("variant", "variant"), ("img_size", "res"), ("params_m", "params (M)"), ("flops_m", "FLOPs (M)"),
     ("best_top1_raw", "best top-1 raw"), ("best_top1_ema", "best top-1 EMA"), ("last_top1_raw", "last top-1 raw"),
     ("last_top1_ema", "last top-1 EMA"), ("epochs", "epochs"), ("train_img_s", "train img/s"),
-    ("infer_img_s_fused", "infer img/s (fused)"), ("fused_equals_unfused", "fused = unfused"), ("status", "status"),
+    ("infer_img_s_fused", "infer img/s (fused)"), ("fused_equals_unfused", "fused = unfused"),
+    ("vs_published", "vs published at this epoch"), ("status", "status"),
 ]
+EXTRA_CSV = ["vs_published_epoch", "vs_published_raw", "vs_published_ema", "infer_setting", "path"]
+
+
+def vs_published(run: Run) -> Optional[dict[str, Any]]:
+    """The run's last evaluation against its published curve at the same epoch: {epoch, raw, ema} in points (None
+    where either side has no value); None for a run without a published curve or an epoch outside it."""
+    last = run.last_eval
+    point = published.at(run.published_curve, last.epoch) if last and run.published_curve else None
+    if point is None:
+        return None
+    diff = {"raw": (last.top1, point.top1), "ema": (last.ema_top1, point.top1_ema)}
+    return {"epoch": last.epoch, **{k: None if a is None else a - b for k, (a, b) in diff.items()}}
+
+
+def _vs_published_text(run: Run, vs: Optional[dict[str, Any]]) -> Optional[str]:
+    """'raw -0.73, EMA +0.10 (epoch 5, T2)' for the table; the reason a † run has none."""
+    if vs is None:
+        return "no published † curve" if run.published_note else None
+    parts = [f"{name} {vs[k]:+.2f}" for k, name in (("raw", "raw"), ("ema", "EMA")) if vs[k] is not None]
+    return f"{', '.join(parts)} (epoch {vs['epoch']}, {run.published_curve})"
 
 
 def row(run: Run, root: Path) -> dict[str, Any]:
     """One table row with plain values (the CSV); the Markdown formats them."""
     epochs = None if run.epochs_done is None else f"{run.epochs_done}/{run.epochs if run.epochs is not None else '?'}"
+    vs = vs_published(run)
     return {
         "run": run.label, "variant": run.variant, "img_size": run.img_size,
         "params_m": None if run.params is None else run.params / 1e6,
@@ -351,6 +417,8 @@ def row(run: Run, root: Path) -> dict[str, Any]:
         "last_top1_raw": run.last_top1_raw, "last_top1_ema": run.last_top1_ema,
         "epochs": epochs, "train_img_s": run.train_img_s, "infer_img_s_fused": run.infer_img_s,
         "fused_equals_unfused": None if run.fused_equal is None else ("yes" if run.fused_equal else "NO"),
+        "vs_published": _vs_published_text(run, vs),
+        **{f"vs_published_{k}": vs[k] if vs else None for k in ("epoch", "raw", "ema")},
         "status": run.status, "infer_setting": run.infer_note,
         "path": run.path.relative_to(root).as_posix() if run.path != root else ".",
     }
@@ -369,7 +437,7 @@ def fmt(key: str, value: Any) -> str:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    keys = [k for k, _ in COLUMNS] + ["infer_setting", "path"]
+    keys = [k for k, _ in COLUMNS] + EXTRA_CSV
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
@@ -393,6 +461,12 @@ def published_table() -> list[str]:
     return lines
 
 
+CHECKS_NOTE = ("Runs are compared only on the same dataset, val images, resolution and epochs (a KD run may be "
+               "longer, as the † recipe is). A difference decides a check only when it exceeds twice its sampling "
+               "error: the binomial standard error sqrt(p(1-p)/n) of each best top-1 p on the n val images, combined "
+               "as sqrt(SE1^2 + SE2^2); otherwise the check is \"not decided\".")
+
+
 def write_markdown(root: Path, rows: list[dict[str, Any]], skipped: list[tuple[Path, str]], plots: list[Path],
                    path: Path, claims: list[str] = ()) -> None:
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -401,9 +475,11 @@ def write_markdown(root: Path, rows: list[dict[str, Any]], skipped: list[tuple[P
     lines += ["", *markdown_table(rows), ""]
     lines += ["top-1 in %: best = best evaluated epoch, last = last evaluation; † = trained with KD; "
               "infer img/s = fastest fused eval.py throughput found in the run dir (setting in report.csv); "
-              "fused = unfused: same top-1 on the same images (engine's final eval and/or eval.py).", ""]
+              "fused = unfused: same top-1 on the same images (engine's final eval and/or eval.py); "
+              "vs published: the last evaluation minus the published ImageNet curve (spec §6.2) at the same epoch, "
+              "for ImageNet runs of a published variant (no † curves were published).", ""]
     if claims:
-        lines += ["## Checks", "", *[f"- {c}" for c in claims], ""]
+        lines += ["## Checks", "", *[f"- {c}" for c in claims], "", CHECKS_NOTE, ""]
     if skipped:
         lines += ["## Skipped", ""]
         lines += [f"- `{_rel(p, root)}`: {why}" for p, why in skipped]
@@ -417,38 +493,76 @@ def _rel(path: Path, root: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _short(run: Run) -> str:
-    return (run.model or "").rsplit("_", 1)[-1]
+def sampling_error(top1: float, n: int) -> float:
+    """Binomial standard error, in points, of a top-1 (%) measured on n images."""
+    p = min(max(top1 / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+def decide(a: float, b: float, n: int) -> tuple[float, float, str]:
+    """(b - a, margin, verdict) for two top-1s on the same n val images: 'higher' or 'lower' when |b - a| exceeds
+    the margin, twice the combined standard error sqrt(SE_a^2 + SE_b^2); 'not decided' otherwise."""
+    diff = b - a
+    margin = 2.0 * math.hypot(sampling_error(a, n), sampling_error(b, n))
+    return diff, margin, "higher" if diff > margin else "lower" if diff < -margin else "not decided"
+
+
+def _data(run: Run) -> tuple:
+    """What makes two runs' accuracies comparable: the dataset, its classes and the val images evaluated."""
+    return (run.dataset, run.num_classes, run.val_images)
+
+
+def _data_text(run: Run) -> str:
+    classes = f"{run.num_classes} classes, " if run.num_classes else ""
+    return f"{run.dataset or 'an unnamed dataset'} ({classes}{run.val_images:,} val images)"
+
+
+def _checkable(run: Run) -> bool:
+    return run.best_top1 is not None and bool(run.val_images)
 
 
 def check_size_ranking(runs: list[Run]) -> list[str]:
-    """Among plain (non-KD) runs at the same resolution and length, best top-1 must grow with the model size."""
+    """Among plain (non-KD) runs of the published architectures on one dataset, resolution and number of epochs
+    (planned and done), best top-1 must grow with the model size by more than its sampling error, step by step.
+    Several runs of one variant (seeds) enter as their mean."""
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        if not run.kd and run.best_top1 is not None and _short(run) in VARIANT_ORDER:
-            groups.setdefault((run.img_size, run.epochs_done), []).append(run)
+        if not run.kd and run.is_variant and _checkable(run):
+            groups.setdefault((*_data(run), run.img_size, run.epochs, run.epochs_done), []).append(run)
     lines = []
-    for (img, epochs), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        if len({_short(r) for r in group}) < 2:
+    for key, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        by_variant: dict[str, list[float]] = {}
+        for run in sorted(group, key=Run.sort_key):
+            by_variant.setdefault(run.variant, []).append(run.best_top1)
+        if len(by_variant) < 2:
             continue
-        group.sort(key=Run.sort_key)
-        tops = [r.best_top1 for r in group]
-        holds = all(a < b for a, b in zip(tops, tops[1:]))
-        chain = " < ".join(f"{r.variant} {r.best_top1:.2f}" for r in group)
-        lines.append(f"size ranking at {img} px, {epochs} epochs: {chain}: {'holds' if holds else 'does NOT hold'}")
+        tops = {v: sum(t) / len(t) for v, t in by_variant.items()}
+        chain = " < ".join(f"{v} {t:.2f}" + (f" (mean of {len(by_variant[v])})" if len(by_variant[v]) > 1 else "")
+                           for v, t in tops.items())
+        steps = [(a, b, *decide(tops[a], tops[b], group[0].val_images)) for a, b in zip(tops, list(tops)[1:])]
+        verdicts = {verdict for *_, verdict in steps}
+        verdict = ("does NOT hold" if "lower" in verdicts else "holds" if verdicts == {"higher"} else "not decided")
+        detail = ", ".join(f"{a}→{b} {d:+.2f} vs 2 SE {m:.2f}" for a, b, d, m, _ in steps)
+        img, epochs, done = key[3:]
+        lines.append(f"size ranking on {_data_text(group[0])}, {img} px, {done}/{epochs} epochs: {chain}: "
+                     f"{verdict} ({detail})")
     return lines
 
 
 def check_kd_gain(runs: list[Run]) -> list[str]:
-    """Each KD run against the plain run of the same model and resolution (the † mechanism)."""
+    """Each finished KD run against each finished plain run of the same model, dataset and resolution (the †
+    mechanism: KD and a longer schedule, so the epochs may differ and are stated)."""
+    finished = [r for r in runs if _checkable(r) and r.epochs_done is not None and r.epochs_done == r.epochs]
     lines = []
-    for kd in (r for r in runs if r.kd and r.best_top1 is not None):
-        for plain in (r for r in runs if not r.kd and r.model == kd.model and r.img_size == kd.img_size
-                      and r.best_top1 is not None):
-            gain = kd.best_top1 - plain.best_top1
-            lines.append(f"KD: {kd.label} ({kd.epochs_done} epochs) {kd.best_top1:.2f} vs {plain.label} "
-                         f"({plain.epochs_done} epochs) {plain.best_top1:.2f}: {gain:+.2f} points "
-                         "(published † gains on ImageNet: +1.1 to +3.3)")
+    for kd in (r for r in finished if r.kd):
+        for plain in (r for r in finished if not r.kd and (r.model, r.model_kwargs, r.img_size, *_data(r))
+                      == (kd.model, kd.model_kwargs, kd.img_size, *_data(kd))):
+            gain, margin, verdict = decide(plain.best_top1, kd.best_top1, kd.val_images)
+            outcome = {"higher": "holds", "lower": "does NOT hold (KD lost)", "not decided": "not decided"}[verdict]
+            lines.append(f"KD: {kd.label} ({kd.variant}, {kd.epochs_done} epochs) {kd.best_top1:.2f} vs {plain.label} "
+                         f"({plain.variant}, {plain.epochs_done} epochs) {plain.best_top1:.2f} on {_data_text(kd)}, "
+                         f"{kd.img_size} px: {gain:+.2f} points vs 2 SE {margin:.2f}: {outcome} "
+                         "(published † gains on ImageNet: +1.1 to +3.3, 1000 vs 300 epochs)")
     return lines
 
 
@@ -540,11 +654,27 @@ def plot_accuracy_vs_speed(runs: list[Run], out: Path) -> Path:
     return path
 
 
+def published_overlays(runs: list[Run]) -> dict[str, tuple[int, int]]:
+    """{curve: (last epoch, index of its first run)}: the published curves the training-curves plot adds, each up to
+    the last evaluated epoch of the runs compared with it, in the colour of the first of them."""
+    out: dict[str, tuple[int, int]] = {}
+    for i, run in enumerate(runs):
+        if run.published_curve and run.last_eval:
+            until, first = out.get(run.published_curve, (0, i))
+            out[run.published_curve] = (max(until, run.last_eval.epoch), first)
+    return out
+
+
 def plot_training_curves(runs: list[Run], out: Path) -> Path:
-    """Train loss, val top-1 raw and val top-1 EMA per epoch, one colour per run."""
+    """Train loss, val top-1 raw and val top-1 EMA per epoch, one colour per run; the published curve (dashed, the
+    colour of its first run) beside the runs compared with it."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    for run, color in zip(runs, _colors(len(runs))):
+    colors = _colors(len(runs))
+    for curve, (until, first) in published_overlays(runs).items():
+        for ax, column in zip(axes, ("train_ce", "top1", "top1_ema")):
+            published.plot_series(ax, curve, column, until, color=colors[first], alpha=0.7)
+    for run, color in zip(runs, colors):
         c = run.curve
         series = (
             (axes[0], [(p.epoch, p.train_loss) for p in c if p.train_loss is not None]),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from torch import nn
 
 from ..models.compiling import COMPILE_MODES
 
@@ -146,20 +147,38 @@ def should_evaluate(epoch: int, last_epoch_of_phase: bool, every: int, every_fro
 
 
 # ----------------------------------------------------------------------------------------------- validation
-def known_model_names() -> set[str] | None:
-    """Names create_model accepts, or None when the model package cannot tell."""
-    try:
-        import mobilemamba
-    except Exception:  # noqa: BLE001
-        return None
-    variants = getattr(mobilemamba, "VARIANTS", None)
-    if not variants:
-        return None
-    names = set()
-    for key in variants:
-        names.add(str(key))
-        names.add(key if str(key).startswith("mobilemamba_") else f"mobilemamba_{key}")
-    return names
+def check_model(model_cfg: DictConfig) -> None:
+    """model.name is a MobileMamba variant or any timm model; model.img_size unset (null) takes the model's default
+    input size (its timm pretrained_cfg)."""
+    import timm
+
+    import mobilemamba  # noqa: F401 - registers the variants with timm
+    from mobilemamba.models import VARIANTS, default_img_size
+
+    if OmegaConf.is_missing(model_cfg, "name"):
+        raise ConfigError("model.name is not set: pass model.name=NAME, a timm model name (e.g. repvit_m0_9)")
+    name = str(model_cfg.get("name"))
+    if not timm.is_model(name):
+        raise ConfigError(f"model.name: unknown model {name!r}; expected a MobileMamba variant ({', '.join(VARIANTS)}) "
+                          f"or a timm model name (timm.list_models())")
+    if model_cfg.get("img_size") is None:
+        size = default_img_size(name)
+        if size is None:
+            raise ConfigError(f"model.img_size is not set and {name} has no default input size; pass model.img_size=N")
+        with open_dict(model_cfg):
+            model_cfg.img_size = size
+
+
+def build_model(model_cfg: DictConfig, num_classes: int, **override: Any) -> nn.Module:
+    """The model `model_cfg` describes (name, drop_path_rate, scan_backend, kwargs), untrained; `override` replaces
+    any of those (e.g. scan_backend='torch' for counting on the meta device)."""
+    from mobilemamba.models import create_classifier
+
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (plain(model_cfg.get("kwargs")) or {}).items()}
+    args = dict(img_size=model_cfg.get("img_size"), drop_path_rate=model_cfg.get("drop_path_rate"),
+                scan_backend=str(model_cfg.get("scan_backend") or "auto"), **kwargs)
+    args.update(override)
+    return create_classifier(str(model_cfg.name), num_classes=int(num_classes), **args)
 
 
 def _positive(cfg: DictConfig, key: str, *, integer: bool = False, allow_zero: bool = False) -> None:
@@ -178,9 +197,7 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     for key in ("model", "data", "optim", "sched", "aug", "trainer"):
         if key not in cfg:
             raise ConfigError(f"config group '{key}' is missing")
-    names = known_model_names()
-    if names is not None and cfg.model.name not in names:
-        raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; known: {sorted(n for n in names if n.startswith('mobilemamba_'))}")
+    check_model(cfg.model)
     _positive(cfg, "model.img_size", integer=True)
     dpr = cfg.model.get("drop_path_rate")
     if dpr is not None and not 0.0 <= float(dpr) < 1.0:
@@ -240,6 +257,13 @@ def apply_global_batch(cfg: DictConfig, world_size: int) -> None:
         )
     with open_dict(cfg):
         cfg.data.batch_size = gb // per
+
+
+def dataset_name(data_cfg: DictConfig) -> str:
+    """What run.json calls the dataset: the name of its folder (cifar10_jpg, imagenet, ...), or the loader's for
+    generated data; the report compares only runs of one dataset."""
+    root = data_cfg.get("root")
+    return Path(str(root)).name if root and data_cfg.get("loader") != "synthetic" else str(data_cfg.get("loader"))
 
 
 def check_data_paths(data_cfg: DictConfig) -> None:

@@ -13,16 +13,14 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from . import distributed as D
-from .config import ConfigError, check_data_paths, known_model_names, plain
+from .config import ConfigError, build_model, check_data_paths, check_model
 from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, max_abs_diff, rng_neutral_iter, throughput
 
 log = logging.getLogger("mobilemamba.engine")
 
 
 def _validate(cfg: DictConfig) -> None:
-    names = known_model_names()
-    if names is not None and cfg.model.name not in names:
-        raise ConfigError(f"model.name: unknown model {cfg.model.name!r}")
+    check_model(cfg.model)
     ckpt = cfg.get("checkpoint")
     if ckpt in (None, "", "???"):
         raise ConfigError("checkpoint is not set (pass checkpoint=/path/to/file)")
@@ -34,15 +32,9 @@ def _validate(cfg: DictConfig) -> None:
 
 
 def _build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
-    import mobilemamba
     from mobilemamba.models.checkpoint import load_checkpoint
 
-    kwargs = plain(cfg.model.get("kwargs")) or {}
-    for key in ("embed_dim", "depth"):
-        if isinstance(kwargs.get(key), list):
-            kwargs[key] = tuple(kwargs[key])
-    model = mobilemamba.create_model(str(cfg.model.name), num_classes=int(cfg.data.num_classes),
-                                     scan_backend=str(cfg.model.get("scan_backend", "auto")), **kwargs)
+    model = build_model(cfg.model, int(cfg.data.num_classes))
     load_checkpoint(model, str(cfg.checkpoint), ema=bool(cfg.ema))
     return model.to(device).eval()
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 from typing import Any, Callable, ContextManager, Iterable, Iterator
 
 import torch
 from torch import nn
 
+from ..models.factory import fuse_model_copy as fused_copy  # noqa: F401 - the engine's name for it
 from .distributed import all_reduce_sum
 
 
@@ -99,15 +99,6 @@ def evaluate(
         "loss": acc[3].item() / n,
         "images": int(acc[2].item()),
     }
-
-
-def fused_copy(model: nn.Module) -> nn.Module:
-    """model.fuse() on a deep copy (the trained model is left as it is), in eval mode."""
-    fused = copy.deepcopy(model).eval()
-    if not hasattr(fused, "fuse"):
-        raise AttributeError(f"{type(model).__name__} has no fuse() method")
-    out = fused.fuse()
-    return (out if isinstance(out, nn.Module) else fused).eval()
 
 
 @torch.no_grad()

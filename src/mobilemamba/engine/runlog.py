@@ -166,6 +166,7 @@ def plot_curves(run_dir: Path, out_name: str = "curves.png") -> Path | None:
         axes[2].plot(ep, [r.get("top1") for r in evals], "o-", label="raw")
         if any(r.get("ema_top1") is not None for r in evals):
             axes[2].plot(ep, [r.get("ema_top1") for r in evals], "s-", label="EMA")
+        overlay_published(axes[2], run_dir, until=max(ep))
         axes[2].set_xlabel("epoch")
         axes[2].set_title("val top-1 (%)")
         axes[2].legend()
@@ -176,3 +177,19 @@ def plot_curves(run_dir: Path, out_name: str = "curves.png") -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def overlay_published(ax: Any, run_dir: Path, until: float) -> list[list[tuple[int, float]]]:
+    """The published curve the run is compared with (run.json `published.curve`, see engine/ontrack.py), raw and EMA
+    top-1 up to epoch `until`, on the run's top-1 axis; returns the series drawn ([] for other runs)."""
+    from .. import published
+
+    try:
+        summary = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return []
+    curve = (summary.get("published") or {}).get("curve") if isinstance(summary, dict) else None
+    if curve is None:
+        return []
+    return [published.plot_series(ax, curve, "top1", until, label=f"published {curve} raw (ImageNet)"),
+            published.plot_series(ax, curve, "top1_ema", until, ls=":", label=f"published {curve} EMA (ImageNet)")]

@@ -27,10 +27,12 @@ from . import distributed as D
 from . import faults
 from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, check_same_run, load_file, restore_rng
 from ..models.compiling import compile_model
-from .config import ConfigError, Phase, compile_how, lr_plan, plain, resolve_phases, should_evaluate
+from .config import (ConfigError, Phase, build_model, compile_how, dataset_name, lr_plan, plain, resolve_phases,
+                     should_evaluate)
 from .ema import ModelEma
 from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, iterating, max_abs_diff, rng_neutral_iter
 from .nonfinite import locate_nonfinite
+from .ontrack import on_track
 from .optim import PhasedSchedule, build_optimizer
 from .preempt import Preempted, PreemptionHandler
 from .profiling import label, update_profiler
@@ -90,6 +92,7 @@ class Trainer:
         self._teacher_cache: dict[str, tuple[Any, Any]] = {}
         self.teacher = None
         self.kd_loss = None
+        self.ontrack = None  # set by build() for a run of a published variant
 
     # ================================================================================== building
     def build(self) -> "Trainer":
@@ -127,22 +130,15 @@ class Trainer:
             # decay constant from the first update (step=None), params AND buffers (BN stats) averaged
             self.ema = ModelEma(self.model, decay=float(t.ema_decay), use_warmup=False, exclude_buffers=False)
         self.mixup, self.criterion = self._build_mixup_and_loss()
+        self.ontrack = on_track(cfg, self.phases, self.plan.global_batch)
+        if self.ontrack is not None and env.is_main:
+            self.ontrack.announce(log)
         self.train_model = self._wrap_model()
         D.seed_everything(int(cfg.seed) + env.rank)  # per-rank streams for augmentation, drop-path, mixup
         return self
 
     def _build_model(self) -> nn.Module:
-        import mobilemamba
-
-        m = self.cfg.model
-        kwargs = plain(m.get("kwargs")) or {}
-        for key in ("embed_dim", "depth"):
-            if key in kwargs and isinstance(kwargs[key], list):
-                kwargs[key] = tuple(kwargs[key])
-        model = mobilemamba.create_model(
-            str(m.name), num_classes=int(self.cfg.data.num_classes), drop_path_rate=m.get("drop_path_rate"),
-            scan_backend=str(m.get("scan_backend", "auto")), **kwargs,
-        )
+        model = build_model(self.cfg.model, int(self.cfg.data.num_classes))
         model.to(self.device)
         if self.t.sync_bn and self.env.distributed:
             if self.device.type == "cuda":
@@ -528,6 +524,8 @@ class Trainer:
         improved = False
         if should_evaluate(e1, last_of_phase, int(t.eval_every), int(t.eval_every_from)):
             record = self._evaluate_both()
+            if self.ontrack is not None:
+                record.update(self.ontrack.fields(e1, record))
             improved = self._update_best(record, e1)
             self.last_eval = {"epoch": e1, **record}
             self.logger.log("eval", phase=self.phases[p].name, epoch=e1, iteration=self.update, **record)
@@ -546,6 +544,7 @@ class Trainer:
             msg = f"epoch {e1}/{self.total_epochs} loss {train_loss:.4f}"
             if record:
                 msg += f" | top1 {record['top1']:.2f}" + (f" ema {record['ema_top1']:.2f}" if record.get("ema_top1") is not None else "")
+                msg += self.ontrack.describe(record) if self.ontrack is not None else ""
             log.info(msg)
         self.epoch += 1
         self.batch = 0
@@ -767,6 +766,10 @@ class Trainer:
             "train_img_per_s": float(np.median(self.img_per_s_hist[-200:])) if self.img_per_s_hist else None,
             "nonfinite_total": self.nonfinite_total,
             "teacher": self.teacher_identity(),
+            "dataset": {"name": dataset_name(self.cfg.data), "num_classes": int(self.cfg.data.num_classes),
+                        "val_split": self.cfg.data.get("val_split")},
+            "model_kwargs": plain(self.cfg.model.get("kwargs")) or {},
+            "published": self.ontrack.summary(self.last_eval) if self.ontrack is not None else None,
         }
         if final is not None:
             summary["final"] = final
@@ -800,21 +803,19 @@ _FLOPS_CACHE: dict[str, Any] = {}
 
 
 def _flops(cfg: DictConfig) -> Any:
-    """MACs per image in the README convention (mobilemamba.info.count_flops on a meta-device copy); None if n/a."""
+    """MACs per image (mobilemamba.info.count_macs on a meta-device copy: the README convention for MobileMamba,
+    a generic count for other models); None if n/a."""
     kwargs = plain(cfg.model.get("kwargs")) or {}
     key = f"{cfg.model.name}@{cfg.model.img_size}:{json.dumps(kwargs, sort_keys=True)}:{cfg.data.num_classes}"
     if key in _FLOPS_CACHE:
         return _FLOPS_CACHE[key]
     value = None
     try:
-        import mobilemamba
-        from mobilemamba.info import count_flops
+        from mobilemamba.info import count_macs
 
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
         with preserved_rng(), torch.device("meta"):
-            model = mobilemamba.create_model(str(cfg.model.name), num_classes=int(cfg.data.num_classes),
-                                             scan_backend="torch", **kwargs)
-        value = int(count_flops(model, int(cfg.model.img_size)))
+            model = build_model(cfg.model, int(cfg.data.num_classes), scan_backend="torch")
+        value = count_macs(model, int(cfg.model.img_size))
     except Exception as exc:  # noqa: BLE001 - a summary field never fails a run
         log.debug("flops not counted: %s", exc)
     _FLOPS_CACHE[key] = value

@@ -25,19 +25,20 @@ def compile_model(module: nn.Module, model: nn.Module, how: str = "whole", mode:
                   backend: str = "inductor", wavelet: Optional[str] = COMPILED_WAVELET) -> nn.Module:
     """Compile ``model`` (a MobileMamba) as ``how`` says; returns what to call: ``module`` wrapped (whole), or
     ``module`` itself with ``model``'s regions compiled in place (regional). ``module`` is ``model`` or a wrapper
-    around it (DDP). ``wavelet=None`` keeps the Haar implementation the caller chose."""
+    around it (DDP). ``wavelet=None`` keeps the Haar implementation the caller chose. Any other model (a timm
+    student) has no Haar step and no regions: it is compiled whole."""
     if how not in COMPILE_HOWS:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_HOWS)}, got {how!r}")
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-    if wavelet is not None:
+    if wavelet is not None and hasattr(model, "set_wavelet_impl"):
         model.set_wavelet_impl(wavelet)
     # dynamic=False: blocks of one code but different widths get one static graph per shape, not a symbolic-shape
     # graph after the second shape (Dynamo's automatic dynamic shapes)
     kwargs: dict[str, Any] = dict(backend=backend, dynamic=False)
     if mode != "default":
         kwargs["mode"] = mode
-    if how == "whole":
+    if how == "whole" or not hasattr(model, "regions"):
         return torch.compile(module, **kwargs)
     for region in model.regions():
         region.compile(**kwargs)
