@@ -21,6 +21,8 @@ from collections import Counter
 import torch
 from torch import Tensor, nn
 
+from mobilemamba.models.factory import reparameterized
+
 try:  # classes whose structure we know; optional so a timm change cannot break the import
     from timm.layers import BatchNormAct2d, Conv2dSame
 except ImportError:  # pragma: no cover
@@ -103,7 +105,7 @@ def fuse_bn(model: nn.Module, probe: Tensor, rtol: float = 1e-2) -> tuple[nn.Mod
         reference = original(probe)
     if callable(getattr(model, "fuse", None)):  # e.g. MobileMamba: the model fuses itself
         model = model.fuse()
-    model = _reparameterize(model.eval())
+    model = reparameterized(model.eval())
     pairs = find_conv_bn_pairs(model, probe)
     for conv, bn in pairs:
         _replace(model, bn, fold_conv_bn(conv, bn))
@@ -114,13 +116,6 @@ def fuse_bn(model: nn.Module, probe: Tensor, rtol: float = 1e-2) -> tuple[nn.Mod
     return model.eval(), len(pairs)
 
 
-def _reparameterize(model: nn.Module) -> nn.Module:
-    """timm's in-place reparameterize pass (its home moved between timm versions)."""
-    try:
-        from timm.utils import reparameterize_model
-    except ImportError:  # pragma: no cover - older timm
-        from timm.models import reparameterize_model
-    return reparameterize_model(model, inplace=True)
 
 
 def relative_error(out: Tensor, reference: Tensor) -> float:

@@ -62,6 +62,20 @@ def test_timm_models_are_timed_reparameterized_as_timm_does_it():
         assert not fused.training and torch.allclose(fused(x), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_a_reparameterized_timm_model_keeps_its_dtype_and_device():
+    """LeViT's fuse() builds its merged convs as new float32 CPU modules; the fused model must stay where the model
+    was (here: float64, as a stand-in for a CUDA or bf16 model), or its first call fails on mixed types."""
+    import timm
+
+    model = timm.create_model("levit_128s", num_classes=10).eval().double()
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    with torch.inference_mode():
+        ref = model(x)
+        fused = inference_model(model, fused=True)
+        assert {p.dtype for p in fused.parameters()} == {torch.float64}
+        assert torch.allclose(fused(x), ref, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_bench_cli_times_timm_models_by_name_each_at_its_own_resolution(tmp_path):
     out = subprocess.run(

@@ -35,10 +35,10 @@ import timm
 import torch
 import torch.nn as nn
 from timm.models import get_pretrained_cfg
-from timm.utils.model import reparameterize_model
 
 from .models import VARIANTS, MobileMamba, create_model
 from .models.compiling import COMPILE_MODES, COMPILED_WAVELET, compile_model, cuda_graph_step
+from .models.factory import reparameterized
 
 SHORT_NAMES = {name.split("_")[-1]: name for name in VARIANTS}
 COMPILE_CHOICES = ("false", "true", "regional")  # none | the whole model | each block
@@ -161,7 +161,7 @@ def inference_model(model: nn.Module, fused: bool, wavelet: str = "-") -> nn.Mod
         return model
     if isinstance(model, MobileMamba):
         return model.fuse().set_wavelet_impl(wavelet)  # fuse() picks conv: the formulation asked for wins
-    return reparameterize_model(model, inplace=True)
+    return reparameterized(model)
 
 
 def check(cfg: BenchConfig) -> None:

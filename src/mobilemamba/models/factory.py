@@ -73,6 +73,15 @@ def fuse_model_copy(model: nn.Module) -> nn.Module:
     if callable(getattr(fused, "fuse", None)):
         out = fused.fuse()
         return (out if isinstance(out, nn.Module) else fused).eval()
+    return reparameterized(fused).eval()
+
+
+def reparameterized(model: nn.Module) -> nn.Module:
+    """timm's in-place `reparameterize_model`, the result back on the model's device and dtype: some timm models'
+    fuse() build their merged layers as new CPU float32 modules (LeViT's ConvNorm), which a CUDA or bf16 model
+    cannot call."""
     from timm.utils import reparameterize_model
 
-    return reparameterize_model(fused, inplace=True).eval()
+    first = next(model.parameters(), None)
+    model = reparameterize_model(model, inplace=True)
+    return model if first is None else model.to(device=first.device, dtype=first.dtype)
