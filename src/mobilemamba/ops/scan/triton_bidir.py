@@ -26,8 +26,10 @@ from torch import Tensor
 
 from .triton_scan import _combine, _softplus
 
-MAX_BLOCK_L = 64  # sequence steps per tile
-TILE_ELEMENTS = 2048  # BLOCK_L x BLOCK_D: short sequences get more channels per program
+# Tiles of 32 steps x 32 channels (1024 elements; short sequences get more channels per program): the fastest of
+# 32x1024, 64x2048 and 128x4096 in every S6 stage on an H200, inference and training (docs/results.md#scan-tiles).
+MAX_BLOCK_L = 32  # sequence steps per tile
+TILE_ELEMENTS = 1024  # BLOCK_L x BLOCK_D
 
 
 @triton.jit
@@ -151,7 +153,8 @@ def _bidir_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h_ptr
 
 def tile_sizes(length: int) -> tuple[int, int]:
     """(BLOCK_L, BLOCK_D) for a sequence of `length`: tiles of up to MAX_BLOCK_L steps, TILE_ELEMENTS in all."""
-    block_l = min(MAX_BLOCK_L, triton.next_power_of_2(max(length, 1)))
+    # at least 16 steps: masked steps cost nothing wrong, and Triton's compiled scan is not trusted on an axis of 1
+    block_l = min(MAX_BLOCK_L, triton.next_power_of_2(max(length, 16)))
     return block_l, max(16, min(128, TILE_ELEMENTS // block_l))
 
 
