@@ -273,6 +273,10 @@ class Trainer:
             self.status = "preempted"
             self._write_summary()
             raise
+        except KeyboardInterrupt:  # a second Ctrl-C
+            self.status = "interrupted"
+            self._write_summary()
+            raise
         except NonFiniteError:
             self.status = "stopped_nonfinite"
             self._write_summary()
@@ -514,7 +518,7 @@ class Trainer:
         self.save_checkpoint()
         self.logger.log("event", event="preempted", signal=signal.Signals(signum).name, iteration=self.update,
                         epoch=self.epoch + 1, batch=self.batch)
-        log.warning("signal %s: checkpoint written at update %d; exiting for requeue", signal.Signals(signum).name, self.update)
+        log.warning("signal %s: checkpoint written at update %d; exiting", signal.Signals(signum).name, self.update)
         self.preempt.chain()
         raise Preempted(signum)
 
@@ -570,7 +574,8 @@ class Trainer:
         kw = dict(device=self.device, autocast=self.autocast, max_batches=self.t.get("eval_max_batches"),
                   channels_last=bool(self.t.channels_last))
         raw = evaluate(self.model, self.val_loader, **kw)
-        out: dict[str, Any] = {"top1": raw["top1"], "top5": raw["top5"], "val_loss": raw["loss"], "images": raw["images"]}
+        out: dict[str, Any] = {"top1": raw["top1"], "top5": raw["top5"], "val_loss": raw["loss"], "images": raw["images"],
+                               "skipped": raw["skipped"]}
         if self.ema is not None:
             ema = evaluate(self.ema.module, self.val_loader, **kw)
             out.update(ema_top1=ema["top1"], ema_top5=ema["top5"], ema_val_loss=ema["loss"])
@@ -732,7 +737,7 @@ class Trainer:
             agree = diff <= fuse_tolerance(scale)
             out[key] = {"top1": unfused["top1"], "top5": unfused["top5"], "fused_top1": fused_res["top1"],
                         "fused_top5": fused_res["top5"], "fused_max_abs_diff": diff, "fused_agree": agree,
-                        "images": unfused["images"]}
+                        "images": unfused["images"], "skipped": unfused["skipped"]}
             self.logger.log("event", event="final_eval", epoch=self.epoch, iteration=self.update, weights=key,
                             **{k: v for k, v in out[key].items()})
             if not agree:
@@ -756,6 +761,8 @@ class Trainer:
             "best": self.best,
             "last_top1": last.get("top1"),
             "last_top1_ema": last.get("ema_top1"),
+            "images": last.get("images"),  # val images the last evaluation counted ...
+            "skipped": last.get("skipped"),  # ... and the unreadable ones it left out
             "epochs": self.total_epochs if hasattr(self, "total_epochs") else None,
             "epochs_done": self.epoch,
             "iterations": self.update,
