@@ -34,7 +34,7 @@ from .nonfinite import locate_nonfinite
 from .optim import PhasedSchedule, build_optimizer
 from .preempt import Preempted, PreemptionHandler
 from .profiling import label, update_profiler
-from .runlog import RunLogger, plot_curves
+from .runlog import RunLogger, log_interval, plot_curves
 
 log = logging.getLogger("mobilemamba.engine")
 
@@ -117,6 +117,7 @@ class Trainer:
             self.phase_epoch_start.append(self.phase_epoch_start[-1] + ph.epochs)
         self.total_epochs = self.phase_epoch_start[-1]
         self.total_updates = self.total_epochs * self.upe
+        self.log_every = log_interval(int(t.log_every), self.total_updates)
 
         self.optimizer = build_optimizer(self.model, cfg.optim, self.plan.lr)
         self.schedule = PhasedSchedule(self.optimizer, cfg.sched, self.plan, self.phases, self.upe)
@@ -354,7 +355,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}", ips=f"{ips:.0f}",
                                 data=f"{data_time * 1e3:.0f}ms", step=f"{step_time * 1e3:.0f}ms",
                                 eta=_fmt_secs(remaining))
-            if self.update % max(1, int(t.log_every)) == 0 or self.update == 1:
+            if self.update % self.log_every == 0 or self.update == 1:
                 self.logger.log("train", phase=self.phases[p].name, epoch=self.epoch + 1, iteration=self.update,
                                 loss=loss_val, kd=kd_val, lr=lr, img_per_s=ips, data_time=data_time, step_time=step_time,
                                 skipped=skipped)
