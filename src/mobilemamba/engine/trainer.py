@@ -90,6 +90,7 @@ class Trainer:
         self._teacher_cache: dict[str, tuple[Any, Any]] = {}
         self.teacher = None
         self.kd_loss = None
+        self.phase_teachers: list[dict[str, Any] | None] = [None] * len(self.phases)  # identity, once a phase ran
 
     # ================================================================================== building
     def build(self) -> "Trainer":
@@ -242,6 +243,7 @@ class Trainer:
                     kd = distill.build_kd_loss(ph.distill)
                 self._teacher_cache = {key: (teacher, kd)}  # keep one teacher in memory
             self.teacher, self.kd_loss = self._teacher_cache[key]
+        self.phase_teachers[p] = self.teacher_identity()
         self.grad_clip = ph.grad_clip if ph.grad_clip is not None else self.t.get("grad_clip")
         if self.ema is not None:
             self.ema.decay = float(ph.ema_decay if ph.ema_decay is not None else self.t.ema_decay)
@@ -615,6 +617,7 @@ class Trainer:
             "best": self.best,
             "last_eval": self.last_eval,
             "teacher": self.teacher_identity(),
+            "phase_teachers": self.phase_teachers,
             "wandb_id": self.logger.wandb_id,
             "log_offsets": self.logger.offsets(),
             "nonfinite": {"total": self.nonfinite_total, "consecutive": self.nonfinite_run},
@@ -679,6 +682,7 @@ class Trainer:
         self.epoch, self.update, self.batch = int(ck["epoch"]), int(ck["iteration"]), int(ck.get("batch", 0))
         self.best = ck.get("best") or self.best
         self.last_eval = ck.get("last_eval")
+        self.phase_teachers = ck.get("phase_teachers") or self.phase_teachers
         nf = ck.get("nonfinite") or {}
         self.nonfinite_total, self.nonfinite_run = int(nf.get("total", 0)), int(nf.get("consecutive", 0))
         self.epoch_stats = {**self._empty_stats(), **(ck.get("epoch_stats") or {})}
@@ -767,13 +771,15 @@ class Trainer:
             "epochs": self.total_epochs if hasattr(self, "total_epochs") else None,
             "epochs_done": self.epoch,
             "iterations": self.update,
-            "phases": [{"name": ph.name, "epochs": ph.epochs, "distill": (ph.distill or {}).get("kind")} for ph in self.phases],
+            "phases": [{"name": ph.name, "epochs": ph.epochs, "distill": (ph.distill or {}).get("kind"), "teacher": teacher}
+                       for ph, teacher in zip(self.phases, self.phase_teachers)],
             "world_size": self.env.world_size,
             "global_batch": self.plan.global_batch,
             "lr": self.plan.lr,
             "train_img_per_s": float(np.median(self.img_per_s_hist[-200:])) if self.img_per_s_hist else None,
             "nonfinite_total": self.nonfinite_total,
-            "teacher": self.teacher_identity(),
+            # the teacher of the last distillation phase run so far (each phase's is in `phases`)
+            "teacher": next((t for t in reversed(self.phase_teachers) if t is not None), None),
         }
         if final is not None:
             summary["final"] = final
