@@ -30,6 +30,7 @@ from ..models.compiling import compile_model
 from .config import ConfigError, Phase, compile_how, lr_plan, plain, resolve_phases, should_evaluate
 from .ema import ModelEma
 from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, iterating, max_abs_diff, rng_neutral_iter
+from .layout import Layout, check_resume_layout, resume_batch, saved_layout
 from .nonfinite import locate_nonfinite
 from .optim import PhasedSchedule, build_optimizer
 from .preempt import Preempted, PreemptionHandler
@@ -643,8 +644,10 @@ class Trainer:
             raise CheckpointSaveError(error)
 
     def resume(self) -> None:
-        """resume=auto: continue from <run dir>/last.ckpt if present; never: refuse an existing run; PATH: that file."""
+        """resume=auto: continue from <run dir>/last.ckpt if present; never: refuse an existing run; PATH: that file.
+        Under another layout (batch size, GPU count, ...) see engine/layout.py and `resume_layout`."""
         mode = self.cfg.get("resume", "auto")
+        layout_mode = check_resume_layout(self.cfg.get("resume_layout", "refuse"))
         last = self.run_dir / LAST
         if self.env.is_main:  # temp files of a save that was killed half-way (the real files are intact)
             for stale in self.run_dir.glob(".*.tmp-*"):
@@ -686,12 +689,8 @@ class Trainer:
         nf = ck.get("nonfinite") or {}
         self.nonfinite_total, self.nonfinite_run = int(nf.get("total", 0)), int(nf.get("consecutive", 0))
         self.epoch_stats = {**self._empty_stats(), **(ck.get("epoch_stats") or {})}
-        same_layout = ck.get("world_size") == self.env.world_size and ck.get("updates_per_epoch") == self.upe
-        if not same_layout:
-            log.warning("resuming with a different world size / epoch length: restarting epoch %d from its first batch",
-                        self.epoch + 1)
-            self.batch = 0
-            self.update = self.epoch * self.upe
+        self._fit_layout(saved_layout(ck, self.layout()), layout_mode)
+        self.total_updates = self.schedule.origin + self.total_epochs * self.upe
         self.logger.truncate(ck.get("log_offsets"))
         self._start_logging(ck.get("wandb_id"))
         self.logger.log("event", event="resume", checkpoint=str(path), epoch=self.epoch + 1, iteration=self.update,
@@ -705,6 +704,26 @@ class Trainer:
             restore_rng(states[self.env.rank])
         else:
             D.seed_everything(int(self.cfg.seed) + self.env.rank + 1000 * self.update)
+
+    def layout(self) -> Layout:
+        return Layout(self.env.world_size, int(self.cfg.data.batch_size), self.accum, self.upe)
+
+    def _fit_layout(self, saved: Layout, mode: str) -> None:
+        """The checkpoint's position in this run's layout (refused in other units unless resume_layout says); the
+        update count carries on, the schedule's clock is the position in this layout (`PhasedSchedule.origin`)."""
+        now = self.layout()
+        if saved == now:
+            return
+        self.batch = resume_batch(saved, now, self.batch, self.epoch, self.update, mode)
+        self.schedule.origin = self.update - (self.epoch * self.upe + self.batch // self.accum)
+        if saved.same_units(now):
+            log.info("resuming with %s (saved: %s): the same units", now.describe(), saved.describe())
+            return
+        log.warning("resume_layout=restart_epoch: epoch %d %s with %s (saved: %s); the update count carries on from %d",
+                    self.epoch + 1, "restarts" if self.batch == 0 else "ends", now.describe(), saved.describe(),
+                    self.update)
+        if self.batch == 0:
+            self.epoch_stats = self._empty_stats()
 
     def _start_logging(self, wandb_id: str | None) -> None:
         with preserved_rng():
