@@ -12,8 +12,7 @@ from .folder import DatasetError
 
 # What a job controller sends to end a run: SLURM and container runtimes (SIGTERM, SIGUSR1, SIGUSR2 under
 # submitit), `timeout` (SIGTERM), a terminal's Ctrl-C (SIGINT). Most send it to the whole process group.
-STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, getattr(signal, "SIGUSR2", None))
-                     if s is not None)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 
 @contextlib.contextmanager

@@ -685,11 +685,12 @@ class Trainer:
         self.epoch, self.update, self.batch = int(ck["epoch"]), int(ck["iteration"]), int(ck.get("batch", 0))
         self.best = ck.get("best") or self.best
         self.last_eval = ck.get("last_eval")
-        self.phase_teachers = ck.get("phase_teachers") or self.phase_teachers
+        if len(ck.get("phase_teachers") or ()) == len(self.phases):
+            self.phase_teachers = list(ck["phase_teachers"])
         nf = ck.get("nonfinite") or {}
         self.nonfinite_total, self.nonfinite_run = int(nf.get("total", 0)), int(nf.get("consecutive", 0))
         self.epoch_stats = {**self._empty_stats(), **(ck.get("epoch_stats") or {})}
-        self._fit_layout(saved_layout(ck, self.layout()), layout_mode)
+        self._fit_layout(saved_layout(ck, self._layout()), layout_mode)
         self.total_updates = self.schedule.origin + self.total_epochs * self.upe
         self.logger.truncate(ck.get("log_offsets"))
         self._start_logging(ck.get("wandb_id"))
@@ -705,13 +706,13 @@ class Trainer:
         else:
             D.seed_everything(int(self.cfg.seed) + self.env.rank + 1000 * self.update)
 
-    def layout(self) -> Layout:
+    def _layout(self) -> Layout:
         return Layout(self.env.world_size, int(self.cfg.data.batch_size), self.accum, self.upe)
 
     def _fit_layout(self, saved: Layout, mode: str) -> None:
         """The checkpoint's position in this run's layout (refused in other units unless resume_layout says); the
         update count carries on, the schedule's clock is the position in this layout (`PhasedSchedule.origin`)."""
-        now = self.layout()
+        now = self._layout()
         if saved == now:
             return
         self.batch = resume_batch(saved, now, self.batch, self.epoch, self.update, mode)
