@@ -29,7 +29,7 @@ def _preempt(args, env, run_dir, sig: signal.Signals, after_update: int, log, *,
     H.wait_for(lambda: H.last_logged_update(run_dir) >= after_update, run, what=f"update {after_update}")
     run.signal_group(sig) if group else run.proc.send_signal(sig)
     done = run.wait()
-    if ranks == 1:  # torchrun reports a signal to itself with its own exit code; each rank's is checked below
+    if ranks == 1:  # torchrun exits with its own code for a signal to itself; the ranks' orderly stops are below
         assert done.code == EXIT_CODE[sig], done.stderr[-3000:]
     assert "killed by signal" not in done.stderr, "a loader worker died of the signal"
     assert done.stderr.count(f"stopped by {sig.name}; last.ckpt written") == ranks, done.stderr[-3000:]
