@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: `python eval.py model=s6 checkpoint=PATH [ema=true] [fuse=true] data=folder data.root=...`.
 
 Accepts this project's checkpoints (dict with model/ema) and published ones (raw state dict, 'net', 'net_E').
-Writes results.json (top1, top5, fused, fused_max_abs_diff, images, throughput) in the output dir.
+Writes results.json (top1, top5, fused, fused_max_abs_diff, images evaluated, unreadable ones skipped, throughput)
+in the output dir.
 """
 import hydra
 from hydra.core.hydra_config import HydraConfig

@@ -1,7 +1,8 @@
 """Train MobileMamba: `python train.py experiment=mobilemamba_s6 data.root=/path/to/imagenet`.
 
 Multi-GPU: `torchrun --nproc_per_node=8 train.py experiment=...` (all ranks share outputs/<name>/).
-Rerunning the same command resumes from outputs/<name>/last.ckpt. Exit code 75 = preempted, rerun to resume.
+Rerunning the same command resumes from outputs/<name>/last.ckpt. Exit code 75 = preempted, 130 = Ctrl-C (both after
+writing last.ckpt): rerun to resume.
 """
 import hydra
 from hydra.core.hydra_config import HydraConfig

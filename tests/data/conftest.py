@@ -41,3 +41,14 @@ def broken_folder(tmp_path_factory, jpeg_folder) -> dict:
         png=str(cls / "zz_png_inside.png"),
         txt=str(cls / "README.txt"),
     )
+
+
+@pytest.fixture(scope="session")
+def broken_val_folder(tmp_path_factory, jpeg_folder) -> dict:
+    """A copy of ``jpeg_folder`` whose val split has a truncated JPEG and a text file in place of two images."""
+    root = tmp_path_factory.mktemp("broken_val") / "ds"
+    shutil.copytree(jpeg_folder, root)
+    first, second = sorted((root / "val").glob("*/*.jpg"))[3:5]
+    first.write_bytes(first.read_bytes()[:60])
+    second.write_text("this is not a JPEG\n")
+    return dict(root=root, unreadable=[str(first), str(second)])

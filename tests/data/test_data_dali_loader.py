@@ -106,6 +106,19 @@ def test_undecodable_file_raises_an_error_naming_it(broken_folder, thread):
                 pass
 
 
+@pytest.mark.parametrize("thread", [False, True], ids=["main-thread", "prefetch-thread"])
+def test_unreadable_val_images_are_left_out_and_counted_as_the_torch_loader_does(broken_val_folder, thread):
+    """Evaluation goes on without the files neither DALI nor PIL can decode (the failed pipeline is rebuilt), and
+    every pass counts them, as the torch loader does; training still stops on such a file (the test above)."""
+    _, val = build_loaders(dali_cfg(broken_val_folder["root"], dali_thread=thread), NO_AUG, **loader_kwargs())
+    _, torch_val = build_loaders({**dali_cfg(broken_val_folder["root"]), "loader": "torch", "workers": 0}, NO_AUG,
+                                 **loader_kwargs())  # fmt: skip
+    expected = sorted(torch.cat([y for _, y in torch_val]).tolist())
+    for passes in (1, 2):  # the second pass knows the files and leaves them out before DALI sees them
+        labels = torch.cat([y for _, y in val])
+        assert sorted(labels.tolist()) == expected and val.skipped == torch_val.skipped * passes == 2 * passes
+
+
 def test_exclusion_list_from_the_check_makes_the_folder_usable(broken_folder, tmp_path):
     excluded = tmp_path / "exclude.txt"
     write_exclude_file(check_dataset(broken_folder["root"]), excluded)

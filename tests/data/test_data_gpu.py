@@ -49,3 +49,18 @@ def test_dali_zero_copy_batches_equal_copied_ones_while_all_are_held(jpeg_folder
     assert len(epochs[True]) == len(epochs[False])
     for (xa, ya), (xb, yb) in zip(epochs[True], epochs[False]):
         assert torch.equal(ya, yb) and torch.equal(xa, xb)
+
+
+@pytest.mark.parametrize("loader", ["torch", "dali"])
+def test_unreadable_val_images_are_left_out_and_counted_on_the_gpu(broken_val_folder, loader):
+    """nvJPEG (mixed) decoding with zero-copy outputs and the prefetch thread, or pinned torch batches: the files
+    are left out of the val batches and counted, in every pass."""
+    if loader == "dali":
+        pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    cfg = dict(loader=loader, root=str(broken_val_folder["root"]), num_classes=NUM_CLASSES, dali_device="gpu",
+               dali_threads=4, dali_thread=True, workers=2, pin_memory=True)
+    _, val = build_loaders(cfg, NO_AUG, **loader_kwargs(device="cuda"))
+    for passes in (1, 2):
+        batches = list(val)
+        assert all(x.is_cuda and torch.isfinite(x).all() for x, _ in batches)
+        assert sum(len(y) for _, y in batches) == NUM_CLASSES * PER_CLASS_VAL - 2 and val.skipped == 2 * passes

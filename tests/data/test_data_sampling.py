@@ -42,3 +42,16 @@ def test_start_batch_gives_the_tail_of_the_uninterrupted_epoch():
 def test_bad_rank_is_an_error():
     with pytest.raises(DatasetError, match="rank 2"):
         val_batches(10, 4, 2, 2)
+
+
+def test_an_update_reads_the_same_images_whatever_the_ranks_and_the_batch_split():
+    """What a resume under another layout with the same global batch relies on (engine/layout.py): update u reads
+    the same 12 images on 1 rank x 12, 2 x 6, 3 x 2 x accum 2, 4 x 3 or 1 x 4 x accum 3."""
+    n, seed, epoch = 103, 0, 3
+    one_rank = train_batches(n, 12, seed, epoch, 0, 1)
+    for world_size, batch, accum in ((2, 6, 1), (3, 2, 2), (4, 3, 1), (1, 4, 3)):
+        per_rank = [train_batches(n, batch, seed, epoch, rank, world_size) for rank in range(world_size)]
+        assert min(len(b) for b in per_rank) // accum == len(one_rank) == 8
+        for u, expected in enumerate(one_rank):
+            images = [i for batches in per_rank for b in batches[u * accum:(u + 1) * accum] for i in b]
+            assert sorted(images) == sorted(expected), (world_size, batch, accum, u)

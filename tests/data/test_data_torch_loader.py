@@ -94,6 +94,18 @@ def test_corrupt_files_are_skipped_counted_and_the_epoch_completes(broken_folder
     assert train.skipped == 2  # the truncated JPEG and the text file; the PNG is readable
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unreadable_val_images_are_left_out_not_replaced_and_counted(broken_val_folder, workers):
+    """An accuracy is never computed on a substituted image: the val batch is shorter, ``skipped`` counts the file
+    in every pass."""
+    _, val = build_loaders(torch_cfg(broken_val_folder["root"], workers=workers), {}, **loader_kwargs())
+    for passes in (1, 2):
+        labels = torch.cat([y for _, y in val])
+        assert len(labels) == NUM_CLASSES * PER_CLASS_VAL - 2 and val.skipped == 2 * passes
+    readable = [label for path, label in val.dataset.samples if path not in broken_val_folder["unreadable"]]
+    assert labels.tolist() == readable, "each readable image once, none twice"
+
+
 def test_workers_and_persistent_workers_deliver_the_same_epoch(jpeg_folder):
     a, _ = build_loaders(torch_cfg(jpeg_folder), {"auto_augment": None}, **loader_kwargs())
     b, _ = build_loaders(torch_cfg(jpeg_folder, workers=2), {"auto_augment": None}, **loader_kwargs())

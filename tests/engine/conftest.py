@@ -25,3 +25,15 @@ def subprocess_env(cache_dir) -> dict[str, str]:
     env.update(MOBILEMAMBA_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a longer in-process run: on a busy 2-core box two threads only fight over the cores
+    (about 10x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

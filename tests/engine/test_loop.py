@@ -170,3 +170,32 @@ def test_the_dali_loader_with_its_prefetch_thread_trains_resumes_inside_an_epoch
 
     gc.collect()
     assert not [t for t in threading.enumerate() if t.name == "mobilemamba-data-prefetch"]
+
+
+@pytest.mark.slow
+def test_curves_of_a_short_run_have_a_point_per_update_and_the_epoch_means(cache_dir, tmp_path, one_thread):
+    """30 updates with the default trainer.log_every=50: the loss and lr curves still get every update, the loss
+    panel the mean of each epoch and the val loss, the top-1 panel every evaluation."""
+    from mobilemamba.engine.runlog import curve_data, read_metrics
+
+    assert run(cache_dir, tmp_path, "trainer.epochs=3", "trainer.max_iters_per_epoch=10", "trainer.log_every=50") == 0
+    data = curve_data(read_metrics(tmp_path))
+    assert data["train_loss"][0] == data["lr"][0] == list(range(1, 31))
+    assert data["epoch_train_loss"][0] == data["val_loss"][0] == [10, 20, 30]
+    means = [r["train_loss"] for r in _records(tmp_path) if r.get("event") == "epoch_end"]
+    assert data["epoch_train_loss"][1] == means
+    assert means[0] == pytest.approx(sum(data["train_loss"][1][:10]) / 10), "the mean of every update of the epoch"
+    assert data["top1"][0] == data["ema_top1"][0] == [1, 2, 3]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_run_json_names_the_teacher_of_each_phase_also_after_a_resume_past_it(cache_dir, tmp_path, one_thread):
+    """Stopped in the plain phase and resumed: the resumed launch never builds the teacher, run.json still names it."""
+    assert run(cache_dir, tmp_path, KD_THEN_PLAIN, "trainer.debug.stop_at=4") == EXIT_PREEMPTED
+    assert load(tmp_path / "last.ckpt")["phase_name"] == "plain"
+    assert run(cache_dir, tmp_path, KD_THEN_PLAIN) == 0
+    summary = json.loads((tmp_path / "run.json").read_text())
+    kd, plain = summary["phases"]
+    assert kd["teacher"]["name"] == "resnet10t" and kd["teacher"]["weights_sha256"]
+    assert plain["teacher"] is None and summary["teacher"] == kd["teacher"]

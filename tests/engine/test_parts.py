@@ -6,6 +6,7 @@ import sys
 import os
 import pickle
 import random
+import signal
 
 import numpy as np
 import pytest
@@ -245,3 +246,47 @@ def test_eval_tf32_must_be_true_or_false(tmp_path):
                             "data": {"loader": "synthetic", "root": None}})
     with pytest.raises(ConfigError, match="tf32 must be true or false, got 'yes'"):
         _validate(cfg)
+
+
+# ------------------------------------------------------------------------------------------ stop signals
+@pytest.fixture
+def stop_handler():
+    from mobilemamba.engine.preempt import PreemptionHandler
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    handler = PreemptionHandler()
+    yield handler
+    handler.uninstall()
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def test_ctrl_c_asks_for_an_orderly_stop_and_a_second_one_stops_at_once(stop_handler):
+    from mobilemamba.engine.preempt import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted
+
+    stop_handler.install()
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop_handler.requested == signal.SIGINT, "the first Ctrl-C only raises the flag"
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop_handler.requested == signal.SIGINT, "the first signal names the stop"
+    stop_handler.chain()  # Python's own SIGINT handler is not called: it would raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    assert Preempted(signal.SIGINT).exit_code == EXIT_INTERRUPTED == 130
+    assert Preempted(signal.SIGTERM).exit_code == Preempted(signal.SIGUSR1).exit_code == EXIT_PREEMPTED == 75
+
+
+def test_ctrl_c_stays_ignored_where_the_launcher_ignores_it(stop_handler):
+    """A background job of a shell starts with SIGINT ignored: the terminal's Ctrl-C is not meant for it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_handler.install()
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) == stop_handler._on_signal
+
+
+def test_worker_processes_started_by_a_loader_never_see_the_stop_signals():
+    from mobilemamba.data.base import STOP_SIGNALS, stop_signals_blocked
+
+    with stop_signals_blocked():
+        assert set(STOP_SIGNALS) <= signal.pthread_sigmask(signal.SIG_BLOCK, [])  # inherited by a fork
+    assert not set(STOP_SIGNALS) & signal.pthread_sigmask(signal.SIG_BLOCK, []), "the trainer's own mask is restored"

@@ -90,6 +90,11 @@ class Launched:
             self._log.close()
         return Finished(code, self.log_path.read_text(errors="replace"), time.time() - self.t0)
 
+    def signal_group(self, sig: signal.Signals) -> None:
+        """`sig` to the whole process group of the run, as SLURM, `timeout`, container runtimes and a terminal's
+        Ctrl-C send it: the trainer and its loader's worker processes (or torchrun) all receive it."""
+        os.killpg(self.proc.pid, sig)
+
     def kill_tree(self) -> None:
         """SIGKILL to the process group this test created and to its descendants (torchrun's workers live in
         process groups of their own), each by its id."""

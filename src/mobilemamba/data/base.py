@@ -1,12 +1,37 @@
 """What every loader returned by ``build_loaders`` looks like to the engine."""
 from __future__ import annotations
 
+import contextlib
+import signal
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from .folder import DatasetError
+
+# What a job controller sends to end a run: SLURM and container runtimes (SIGTERM, SIGUSR1, SIGUSR2 under
+# submitit), `timeout` (SIGTERM), a terminal's Ctrl-C (SIGINT). Most send it to the whole process group.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Start a loader's worker processes inside this block: they inherit the blocked signal mask and never see the
+    stop signals, which the trainer alone answers (it finishes the update, writes last.ckpt, then ends them).
+
+    A worker killed by a signal to the process group would end the run with DataLoader's "worker killed" error
+    instead. The mask is inherited at fork, so there is no window in which a fresh worker can die of the signal; a
+    signal arriving inside the block stays pending and reaches the trainer when the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class BatchLoader:

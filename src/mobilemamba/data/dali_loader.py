@@ -24,11 +24,15 @@ is decoded and ``random_resized_crop`` crops and resizes on the GPU. With ``zero
 dynamic executor) the GPU outputs are bound to torch's current stream and wrapped by DLPack: no host wait per
 batch and no device copy.
 
-An undecodable file ends the iteration with a :class:`DatasetError` naming it (never a hang): run
-``python -m mobilemamba.data.check ROOT --write-exclude`` first to exclude such files.
+Undecodable files: in training one ends the iteration with a :class:`DatasetError` naming it (never a hang): run
+``python -m mobilemamba.data.check ROOT --write-exclude`` first to exclude such files. In evaluation (the val
+loader) files that neither DALI nor PIL can decode are left out and counted in ``loader.skipped``, as the torch
+loader does: the failed pipeline is rebuilt and the batches it held are handed to it again without them. A file
+only DALI cannot decode still ends the iteration with the error (it cannot be told from the rest of its batch).
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 import weakref
@@ -48,6 +52,8 @@ from .prefetch import prefetch_in_thread
 from .randaug_spec import parse_rand_augment
 from .sampling import too_small_message, train_batches, train_batches_per_epoch, val_batches
 from .torch_loader import eval_resize_size, load_rgb
+
+log = logging.getLogger(__name__)
 
 
 def dali_available() -> bool:
@@ -307,8 +313,11 @@ class DaliLoader(BatchLoader):
         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         zero_copy: bool = True,
         thread: bool = False,
+        leave_out_unreadable: bool = False,
     ):
         self.split, self._plan, self._build = split, plan, build
+        self.leave_out_unreadable = leave_out_unreadable
+        self._unreadable: set[int] = set()  # sample indices left out (evaluation), known from an earlier failure
         self.zero_copy, self.thread = zero_copy, thread
         self.num_classes, self.batch_size, self.skipped = split.num_classes, batch_size, 0
         self.device, self.channels_last, self.transform = device, channels_last, transform
@@ -317,7 +326,8 @@ class DaliLoader(BatchLoader):
         self.num_samples = sum(len(b) for b in plan(0, 0))
         self._pipe = None
         self._pending: deque[list[int]] = deque()  # batches not yet handed to DALI
-        self._inflight: deque[list[int]] = deque()  # handed to DALI, output not yet returned
+        # (batch, the part of it handed to DALI) whose output has not been returned yet
+        self._inflight: deque[tuple[list[int], list[int]]] = deque()
         # the running iteration, weakly: an iteration its consumer drops is closed at once (with a prefetch thread,
         # a strong reference here would keep it, and its thread, alive: the thread's frames reference this loader)
         self._gen: Optional[weakref.ref] = None
@@ -336,11 +346,18 @@ class DaliLoader(BatchLoader):
         return self._plan(self.epoch, self.start_batch)
 
     def _source(self):
-        """DALI's external source: the next batch of (path bytes, label), or the end of the epoch."""
-        if not self._pending:
-            raise StopIteration
-        batch = self._pending.popleft()
-        self._inflight.append(batch)
+        """DALI's external source: the next batch of (path bytes, label), or the end of the epoch. Files known to be
+        unreadable are left out here and counted in ``skipped``."""
+        while True:
+            if not self._pending:
+                raise StopIteration
+            batch = self._pending.popleft()
+            kept = [i for i in batch if i not in self._unreadable]
+            self.skipped += len(batch) - len(kept)
+            if kept:
+                break
+        self._inflight.append((batch, kept))
+        batch = kept
         if self._labels is None:
             self._labels = np.fromiter((label for _, label in self.split.samples), np.int32, len(self.split))
         samples = self.split.samples
@@ -386,8 +403,13 @@ class DaliLoader(BatchLoader):
                     return
                 except Exception as e:  # DALI raises RuntimeError for decode failures; the pipeline is dead
                     self._pipe = None
-                    raise self._decode_error(e) from None
-                n = len(self._inflight.popleft())
+                    if not (self.leave_out_unreadable and self._requeue_without_unreadable()):
+                        raise self._decode_error(e) from None
+                    pipe = self._pipe = self._build(self._source, _pipeline_seed(self.seed, self.rank))
+                    stream = self._stream(pipe)
+                    zero_copy = stream is not None
+                    continue
+                n = len(self._inflight.popleft()[1])
                 dali_x = _to_torch(images, self.device, zero_copy)[:n]
                 y = _to_torch(target, self.device, zero_copy).view(-1)[:n].long()  # int32 -> int64: a copy
                 if self.transform is not None:
@@ -420,22 +442,48 @@ class DaliLoader(BatchLoader):
             self._pipe = None  # rebuilt on the next iteration
         self._inflight.clear()
 
+    def _unreadable_in_flight(self, first_only: bool = False) -> list[int]:
+        """The in-flight files PIL cannot read either (DALI's error does not say which file failed)."""
+        bad = []
+        for _, kept in self._inflight:
+            for i in kept:
+                try:
+                    load_rgb(self.split.samples[i][0])
+                except Exception:
+                    bad.append(i)
+                    if first_only:
+                        return bad
+        return bad
+
+    def _requeue_without_unreadable(self) -> bool:
+        """Evaluation after a decode failure: leave the unreadable in-flight files out from now on and put their
+        batches back in front of the pending ones (their left-out files are counted again when handed over).
+        False when every in-flight file is readable: nothing to leave out."""
+        bad = self._unreadable_in_flight()
+        if not bad:
+            return False
+        for i in bad:
+            log.warning("leaving out unreadable image %s", self.split.samples[i][0])
+        self._unreadable.update(bad)
+        for batch, kept in reversed(self._inflight):
+            self.skipped -= len(batch) - len(kept)
+            self._pending.appendleft(batch)
+        self._inflight.clear()
+        return True
+
     def _decode_error(self, err: Exception) -> DatasetError:
         """Name the file DALI could not decode: the first one PIL cannot read among the in-flight batches."""
-        window = [i for b in self._inflight for i in b]
+        bad = self._unreadable_in_flight(first_only=True)
         first_line = _dali_cause(err)
+        start = self._inflight[0][1][0] if self._inflight else None
         self._inflight.clear()
-        for i in window:
-            path = self.split.samples[i][0]
-            try:
-                load_rgb(path)
-            except Exception:
-                return DatasetError(
-                    f"DALI could not decode {path} ({first_line}); exclude it with "
-                    f"`python -m mobilemamba.data.check {self.split.root.parent} --write-exclude`"
-                )
-        start = self.split.samples[window[0]][0] if window else self.split.root
-        return DatasetError(f"DALI failed on a batch starting at {start}: {first_line}")
+        if bad:
+            return DatasetError(
+                f"DALI could not decode {self.split.samples[bad[0]][0]} ({first_line}); exclude it with "
+                f"`python -m mobilemamba.data.check {self.split.root.parent} --write-exclude`"
+            )
+        where = self.split.samples[start][0] if start is not None else self.split.root
+        return DatasetError(f"DALI failed on a batch starting at {where}: {first_line}")
 
 
 def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -564,6 +612,7 @@ def build_dali_loaders(
         rank=rank,
         world_size=world_size,
         zero_copy=zero_copy,
+        leave_out_unreadable=True,
         **threaded,
     )
     return train_loader, val_loader

@@ -1,7 +1,8 @@
 """``data.loader=torch``: the reference's pipeline (timm ``create_transform`` + PIL) on a torch DataLoader.
 
-Corrupt or unreadable files never end an epoch: the dataset logs the file, counts it and returns the next
-readable sample instead (so the batch keeps its size); ``loader.skipped`` is the running count.
+Corrupt or unreadable files never end an epoch; the dataset logs the file and ``loader.skipped`` counts it. Train:
+the next readable sample takes its place (the batch keeps its size). Val: it is left out (the batch is shorter), so
+an accuracy is never computed on a substituted image.
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from .base import BatchLoader, to_device
+from .base import BatchLoader, stop_signals_blocked, to_device
 from .config import AugParams
 from .folder import DatasetError, FolderSplit
 from .sampling import too_small_message, train_batches, train_batches_per_epoch, val_batches
@@ -82,20 +83,22 @@ def load_rgb(path: str) -> Image.Image:
 
 
 class SafeImageDataset(Dataset):
-    """``(image, label, n_skipped)``; an unreadable file is replaced by the next readable sample."""
+    """``(image, label, n_skipped)``. An unreadable file is replaced by the next readable sample, or with
+    ``replace=False`` (evaluation) the item is None: :func:`collate_readable` leaves it out of its batch."""
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: Optional[Callable]):
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Optional[Callable], replace: bool = True):
         if len(samples) == 0:
             raise DatasetError("dataset has no samples")
         self.samples = list(samples)
         self.transform = transform
+        self.replace = replace
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         n = len(self.samples)
-        for attempt in range(min(MAX_CONSECUTIVE_BAD, n)):
+        for attempt in range(min(MAX_CONSECUTIVE_BAD, n) if self.replace else 1):
             path, label = self.samples[(index + attempt) % n]
             try:
                 img = load_rgb(path)
@@ -105,7 +108,20 @@ class SafeImageDataset(Dataset):
             if self.transform is not None:
                 img = self.transform(img)
             return img, label, attempt
+        if not self.replace:
+            return None
         raise DatasetError(f"{MAX_CONSECUTIVE_BAD} consecutive unreadable images starting at {self.samples[index][0]}")
+
+
+def collate_readable(items: list) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], int]:
+    """``(images, labels, unreadable files met)`` of a batch; the None items (left-out files) are not in it, and a
+    batch of nothing but left-out files is ``(None, None, n)``."""
+    readable = [item for item in items if item is not None]
+    skipped = sum(item[2] for item in readable) + len(items) - len(readable)
+    if not readable:
+        return None, None, skipped
+    images, labels, _ = default_collate(readable)
+    return images, labels, skipped
 
 
 class EpochBatchSampler(Sampler):
@@ -182,6 +198,7 @@ class TorchLoader(BatchLoader):
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             generator=g,
+            collate_fn=collate_readable,
         )
 
     def __len__(self) -> int:
@@ -194,9 +211,12 @@ class TorchLoader(BatchLoader):
             super().set_epoch(epoch, start_batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, targets, skipped in self._loader:
-            self.skipped += int(skipped.sum())
-            yield to_device(images, targets, self.device, self.channels_last)
+        with stop_signals_blocked():  # the worker processes, started (or woken) here, leave them to the trainer
+            batches = iter(self._loader)
+        for images, targets, skipped in batches:
+            self.skipped += skipped
+            if images is not None:
+                yield to_device(images, targets, self.device, self.channels_last)
 
 
 def build_torch_loaders(
@@ -220,7 +240,8 @@ def build_torch_loaders(
     pin_memory: bool,
 ) -> tuple[TorchLoader, TorchLoader]:
     train_ds = SafeImageDataset(train.samples, build_train_transform(img_size, aug, mean, std))
-    val_ds = SafeImageDataset(val.samples, build_eval_transform(img_size, mean, std, crop_pct, interpolation))
+    val_ds = SafeImageDataset(val.samples, build_eval_transform(img_size, mean, std, crop_pct, interpolation),
+                              replace=False)
     common = dict(num_classes=train.num_classes, device=device, channels_last=channels_last, pin_memory=pin_memory)
     train_sampler = EpochBatchSampler(len(train_ds), batch_size, seed, rank, world_size)
     val_sampler = FixedBatchSampler(val_batches(len(val_ds), eval_batch_size, rank, world_size))

@@ -2,7 +2,8 @@
 
 Exit codes of train.py (documented in README): 0 done, 1 crash or checkpoint write failure (disk full),
 2 bad config/checkpoint/data (one-line error),
-3 stopped after trainer.max_nonfinite non-finite updates, 75 preempted (last.ckpt written; rerun to resume).
+3 stopped after trainer.max_nonfinite non-finite updates, 75 preempted (last.ckpt written; rerun to resume),
+130 Ctrl-C (SIGINT: last.ckpt written as for 75; a second Ctrl-C stops at once).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 
 from .checkpoint import CheckpointLoadError, CheckpointSaveError
 from .config import ConfigError, lr_plan, resolve_phases, validate_train_config
-from .preempt import EXIT_PREEMPTED, Preempted
+from .preempt import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -27,7 +28,7 @@ log = logging.getLogger("mobilemamba.engine")
 
 __all__ = [
     "run_training", "run_eval", "ConfigError", "CheckpointLoadError", "CheckpointSaveError", "Preempted",
-    "EXIT_PREEMPTED", "EXIT_NONFINITE", "EXIT_BAD_INPUT", "lr_plan", "resolve_phases", "validate_train_config",
+    "EXIT_PREEMPTED", "EXIT_INTERRUPTED", "EXIT_NONFINITE", "EXIT_BAD_INPUT", "lr_plan", "resolve_phases", "validate_train_config",
 ]
 
 
@@ -82,7 +83,10 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         return trainer.run()
     except Preempted as exc:
         log.warning("%s", exc)
-        raise SystemExit(EXIT_PREEMPTED)
+        raise SystemExit(exc.exit_code)
+    except KeyboardInterrupt:
+        log.warning("stopped at once by a second SIGINT; last.ckpt holds the last checkpoint written")
+        raise SystemExit(EXIT_INTERRUPTED)
     except NonFiniteError as exc:
         _error_exit("non-finite", exc, EXIT_NONFINITE)
     except CheckpointSaveError as exc:

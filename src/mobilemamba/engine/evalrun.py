@@ -39,6 +39,10 @@ def _build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
+def _left_out(res: dict[str, Any]) -> str:
+    return f" ({res['skipped']} unreadable left out)" if res["skipped"] else ""
+
+
 def evaluate_checkpoint(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     _validate(cfg)
     env = D.init_distributed(str(cfg.get("device", "auto")))
@@ -108,6 +112,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path, env: D.DistEnv) -> dict[str, Any]:
         "top5": res["top5"],
         "loss": res["loss"],
         "images": res["images"],
+        "skipped": res["skipped"],
         "fused": bool(cfg.fuse),
         "fused_max_abs_diff": diff,
         "fused_agree": agree,
@@ -128,7 +133,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path, env: D.DistEnv) -> dict[str, Any]:
         os.replace(tmp, out)
         print(
             f"{cfg.model.name} @{cfg.model.img_size} ({'EMA' if cfg.ema else 'raw'}, {'fused' if cfg.fuse else 'unfused'}): "
-            f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  on {res['images']} images | "
+            f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  on {res['images']} images{_left_out(res)} | "
             f"{ips:.1f} img/s (batch {results['throughput_batch']}, {device}) → {out}",
             flush=True,
         )

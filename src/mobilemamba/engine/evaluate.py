@@ -68,12 +68,14 @@ def evaluate(
     max_batches: int | None = None,
     channels_last: bool = False,
 ) -> dict[str, float]:
-    """Top-1/top-5 (%) and mean CE loss. Correct counts and totals are all-reduced, so with a sampler that
-    gives each val image to exactly one rank every image is counted once."""
+    """Top-1/top-5 (%) and mean CE loss over the `images` evaluated; `skipped`: unreadable images the loader left
+    out (never replaced by others). Counts and totals are all-reduced, so with a sampler that gives each val image
+    to exactly one rank every image is counted once."""
     was_training = model.training
     model.eval()
-    # correct1, correct5, n, loss_sum (float64: exact integer counts up to 2^53)
-    acc = torch.zeros(4, dtype=torch.float64, device=device)
+    skipped_before = getattr(loader, "skipped", 0)
+    # correct1, correct5, n, loss_sum, skipped (float64: exact integer counts up to 2^53)
+    acc = torch.zeros(5, dtype=torch.float64, device=device)
     with iterating(loader) as batches:
         for i, (images, targets) in enumerate(batches):
             if max_batches is not None and i >= max_batches:
@@ -90,6 +92,7 @@ def evaluate(
             acc[1] += hit.any(dim=1).sum()
             acc[2] += targets.numel()
             acc[3] += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+    acc[4] = getattr(loader, "skipped", 0) - skipped_before
     all_reduce_sum(acc)
     model.train(was_training)
     n = max(acc[2].item(), 1.0)
@@ -98,6 +101,7 @@ def evaluate(
         "top5": 100.0 * acc[1].item() / n,
         "loss": acc[3].item() / n,
         "images": int(acc[2].item()),
+        "skipped": int(acc[4].item()),
     }
 
 

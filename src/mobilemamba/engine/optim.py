@@ -75,7 +75,9 @@ class PhasedSchedule:
     """One cosine per schedule segment: a segment starts at phase 0 and at every phase with schedule=restart,
     and spans the phases until the next restart. Stepped with the run's global update count.
 
-    The lr is a pure function of (config, update count); `state_dict` records the count for the checkpoint.
+    The lr is a pure function of (config, update count - `origin`); `state_dict` records both for the checkpoint.
+    `origin` is 0 unless an epoch was restarted under another layout (engine/layout.py): then the run's update count
+    carries on while the schedule's clock takes the epoch's start in the new layout.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class PhasedSchedule:
         self.segments = self._segments()
         self._active: tuple[int, CosineLRScheduler] | None = None
         self.update = 0
+        self.origin = 0
 
     def _segments(self) -> list[tuple[int, int, int, int]]:
         """(first phase, start update, updates, warmup updates) per segment."""
@@ -129,11 +132,11 @@ class PhasedSchedule:
         for group in self.optimizer.param_groups:
             group["lr_scale"] = self.phases[phase_idx].lr_scale
         sched = self.scheduler_for(phase_idx)
-        sched.step_update(update - self.segments[self.segment_of(phase_idx)][1])
+        sched.step_update(update - self.origin - self.segments[self.segment_of(phase_idx)][1])
         self.update = update
 
     def state_dict(self) -> dict[str, Any]:
-        sd: dict[str, Any] = {"update": self.update}
+        sd: dict[str, Any] = {"update": self.update, "origin": self.origin}
         if self._active is not None:
             sd["segment"] = self._active[0]
             sd["timm"] = {k: v for k, v in self._active[1].state_dict().items() if isinstance(v, (int, float, str, bool, list, tuple, type(None)))}
@@ -141,3 +144,4 @@ class PhasedSchedule:
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.update = int(sd.get("update", 0))
+        self.origin = int(sd.get("origin", 0))

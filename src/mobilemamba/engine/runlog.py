@@ -140,38 +140,70 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def plot_curves(run_dir: Path, out_name: str = "curves.png") -> Path | None:
-    """Train loss and lr per update, top-1 raw/EMA per epoch, from metrics.jsonl (matplotlib Agg)."""
-    records = read_metrics(run_dir)
-    train = [r for r in records if r.get("kind") == "train" and "loss" in r]
+CURVE_POINTS = 100  # train records a run writes at least (every update when it has fewer)
+
+
+def log_interval(log_every: int, total_updates: int) -> int:
+    """Updates between train records: `trainer.log_every` at most, less in a short run, so that curves.png has
+    about CURVE_POINTS points per curve (a 30-update run logs every update, a 300-epoch one every `log_every`)."""
+    return max(1, min(int(log_every), total_updates // CURVE_POINTS))
+
+
+Series = tuple[list[float], list[float]]
+
+
+def curve_data(records: list[dict[str, Any]]) -> dict[str, Series]:
+    """The (x, y) series curves.png draws, from every record of the run: per update (train records) the train loss
+    and lr; per epoch the mean train loss (`epoch_end` events, every update of the epoch counted), the val loss
+    (x: update) and top-1 raw/EMA (x: epoch). Series without a value are left out."""
+    train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
+    ends = [r for r in records if r.get("event") == "epoch_end" and r.get("train_loss") is not None]
     evals = [r for r in records if r.get("kind") == "eval"]
-    if not train and not evals:
+
+    def series(rows: list[dict[str, Any]], x: str, y: str) -> Series:
+        points = [(r[x], r[y]) for r in rows if r.get(y) is not None]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    out = {
+        "train_loss": series(train, "iteration", "loss"),
+        "epoch_train_loss": series(ends, "iteration", "train_loss"),
+        "val_loss": series(evals, "iteration", "val_loss"),
+        "lr": series(train, "iteration", "lr"),
+        "top1": series(evals, "epoch", "top1"),
+        "ema_top1": series(evals, "epoch", "ema_top1"),
+    }
+    return {name: xy for name, xy in out.items() if xy[0]}
+
+
+def plot_curves(run_dir: Path, out_name: str = "curves.png") -> Path | None:
+    """Loss (per update, per-epoch means, val) and lr against updates, top-1 raw/EMA against epochs, from
+    metrics.jsonl (matplotlib Agg): the series of :func:`curve_data`."""
+    data = curve_data(read_metrics(run_dir))
+    if not data:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    if train:
-        it = [r["iteration"] for r in train]
-        axes[0].plot(it, [r["loss"] for r in train], label="train loss")
-        axes[0].set_xlabel("update")
-        axes[0].set_title("loss")
-        axes[1].plot(it, [r["lr"] for r in train])
-        axes[1].set_xlabel("update")
-        axes[1].set_title("learning rate")
-    if evals:
-        ep = [r["epoch"] for r in evals]
-        axes[2].plot(ep, [r.get("top1") for r in evals], "o-", label="raw")
-        if any(r.get("ema_top1") is not None for r in evals):
-            axes[2].plot(ep, [r.get("ema_top1") for r in evals], "s-", label="EMA")
-        overlay_published(axes[2], run_dir, until=max(ep))
-        axes[2].set_xlabel("epoch")
-        axes[2].set_title("val top-1 (%)")
-        axes[2].legend()
-    for ax in axes:
+    fig, (loss, lr, top1) = plt.subplots(1, 3, figsize=(15, 4))
+    styles = {  # series: (axis, style, label)
+        "train_loss": (loss, "-", "train loss"), "epoch_train_loss": (loss, "o-", "train loss, epoch mean"),
+        "val_loss": (loss, "s-", "val loss"), "lr": (lr, "-", None),
+        "top1": (top1, "o-", "raw"), "ema_top1": (top1, "s-", "EMA"),
+    }
+    for name, (x, y) in data.items():
+        ax, style, label = styles[name]
+        ax.plot(x, y, style, label=label, markersize=4)
+    if "top1" in data:
+        overlay_published(top1, run_dir, until=max(data["top1"][0]))
+    for ax, title, xlabel in ((loss, "loss", "update"), (lr, "learning rate", "update"),
+                              (top1, "val top-1 (%)", "epoch")):
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     out = Path(run_dir) / out_name
     fig.savefig(out, dpi=100)

@@ -31,12 +31,13 @@ from .config import (ConfigError, Phase, build_model, compile_how, dataset_name,
                      should_evaluate)
 from .ema import ModelEma
 from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, iterating, max_abs_diff, rng_neutral_iter
+from .layout import Layout, check_resume_layout, resume_batch, saved_layout
 from .nonfinite import locate_nonfinite
 from .ontrack import on_track
 from .optim import PhasedSchedule, build_optimizer
 from .preempt import Preempted, PreemptionHandler
 from .profiling import label, update_profiler
-from .runlog import RunLogger, plot_curves
+from .runlog import RunLogger, log_interval, plot_curves
 
 log = logging.getLogger("mobilemamba.engine")
 
@@ -93,6 +94,7 @@ class Trainer:
         self.teacher = None
         self.kd_loss = None
         self.ontrack = None  # set by build() for a run of a published variant
+        self.phase_teachers: list[dict[str, Any] | None] = [None] * len(self.phases)  # identity, once a phase ran
 
     # ================================================================================== building
     def build(self) -> "Trainer":
@@ -120,6 +122,7 @@ class Trainer:
             self.phase_epoch_start.append(self.phase_epoch_start[-1] + ph.epochs)
         self.total_epochs = self.phase_epoch_start[-1]
         self.total_updates = self.total_epochs * self.upe
+        self.log_every = log_interval(int(t.log_every), self.total_updates)
 
         self.optimizer = build_optimizer(self.model, cfg.optim, self.plan.lr)
         self.schedule = PhasedSchedule(self.optimizer, cfg.sched, self.plan, self.phases, self.upe)
@@ -237,6 +240,7 @@ class Trainer:
                     kd = distill.build_kd_loss(ph.distill)
                 self._teacher_cache = {key: (teacher, kd)}  # keep one teacher in memory
             self.teacher, self.kd_loss = self._teacher_cache[key]
+        self.phase_teachers[p] = self.teacher_identity()
         self.grad_clip = ph.grad_clip if ph.grad_clip is not None else self.t.get("grad_clip")
         if self.ema is not None:
             self.ema.decay = float(ph.ema_decay if ph.ema_decay is not None else self.t.ema_decay)
@@ -267,6 +271,10 @@ class Trainer:
             return summary
         except Preempted:
             self.status = "preempted"
+            self._write_summary()
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C
+            self.status = "interrupted"
             self._write_summary()
             raise
         except NonFiniteError:
@@ -346,7 +354,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}", ips=f"{ips:.0f}",
                                 data=f"{data_time * 1e3:.0f}ms", step=f"{step_time * 1e3:.0f}ms",
                                 eta=_fmt_secs(remaining))
-            if self.update % max(1, int(t.log_every)) == 0 or self.update == 1:
+            if self.update % self.log_every == 0 or self.update == 1:
                 self.logger.log("train", phase=self.phases[p].name, epoch=self.epoch + 1, iteration=self.update,
                                 loss=loss_val, kd=kd_val, lr=lr, img_per_s=ips, data_time=data_time, step_time=step_time,
                                 skipped=skipped)
@@ -511,7 +519,7 @@ class Trainer:
         self.save_checkpoint()
         self.logger.log("event", event="preempted", signal=signal.Signals(signum).name, iteration=self.update,
                         epoch=self.epoch + 1, batch=self.batch)
-        log.warning("signal %s: checkpoint written at update %d; exiting for requeue", signal.Signals(signum).name, self.update)
+        log.warning("signal %s: checkpoint written at update %d; exiting", signal.Signals(signum).name, self.update)
         self.preempt.chain()
         raise Preempted(signum)
 
@@ -570,7 +578,8 @@ class Trainer:
         kw = dict(device=self.device, autocast=self.autocast, max_batches=self.t.get("eval_max_batches"),
                   channels_last=bool(self.t.channels_last))
         raw = evaluate(self.model, self.val_loader, **kw)
-        out: dict[str, Any] = {"top1": raw["top1"], "top5": raw["top5"], "val_loss": raw["loss"], "images": raw["images"]}
+        out: dict[str, Any] = {"top1": raw["top1"], "top5": raw["top5"], "val_loss": raw["loss"], "images": raw["images"],
+                               "skipped": raw["skipped"]}
         if self.ema is not None:
             ema = evaluate(self.ema.module, self.val_loader, **kw)
             out.update(ema_top1=ema["top1"], ema_top5=ema["top5"], ema_val_loss=ema["loss"])
@@ -609,6 +618,7 @@ class Trainer:
             "best": self.best,
             "last_eval": self.last_eval,
             "teacher": self.teacher_identity(),
+            "phase_teachers": self.phase_teachers,
             "wandb_id": self.logger.wandb_id,
             "log_offsets": self.logger.offsets(),
             "nonfinite": {"total": self.nonfinite_total, "consecutive": self.nonfinite_run},
@@ -634,8 +644,10 @@ class Trainer:
             raise CheckpointSaveError(error)
 
     def resume(self) -> None:
-        """resume=auto: continue from <run dir>/last.ckpt if present; never: refuse an existing run; PATH: that file."""
+        """resume=auto: continue from <run dir>/last.ckpt if present; never: refuse an existing run; PATH: that file.
+        Under another layout (batch size, GPU count, ...) see engine/layout.py and `resume_layout`."""
         mode = self.cfg.get("resume", "auto")
+        layout_mode = check_resume_layout(self.cfg.get("resume_layout", "refuse"))
         last = self.run_dir / LAST
         if self.env.is_main:  # temp files of a save that was killed half-way (the real files are intact)
             for stale in self.run_dir.glob(".*.tmp-*"):
@@ -673,15 +685,13 @@ class Trainer:
         self.epoch, self.update, self.batch = int(ck["epoch"]), int(ck["iteration"]), int(ck.get("batch", 0))
         self.best = ck.get("best") or self.best
         self.last_eval = ck.get("last_eval")
+        if len(ck.get("phase_teachers") or ()) == len(self.phases):
+            self.phase_teachers = list(ck["phase_teachers"])
         nf = ck.get("nonfinite") or {}
         self.nonfinite_total, self.nonfinite_run = int(nf.get("total", 0)), int(nf.get("consecutive", 0))
         self.epoch_stats = {**self._empty_stats(), **(ck.get("epoch_stats") or {})}
-        same_layout = ck.get("world_size") == self.env.world_size and ck.get("updates_per_epoch") == self.upe
-        if not same_layout:
-            log.warning("resuming with a different world size / epoch length: restarting epoch %d from its first batch",
-                        self.epoch + 1)
-            self.batch = 0
-            self.update = self.epoch * self.upe
+        self._fit_layout(saved_layout(ck, self._layout()), layout_mode)
+        self.total_updates = self.schedule.origin + self.total_epochs * self.upe
         self.logger.truncate(ck.get("log_offsets"))
         self._start_logging(ck.get("wandb_id"))
         self.logger.log("event", event="resume", checkpoint=str(path), epoch=self.epoch + 1, iteration=self.update,
@@ -695,6 +705,26 @@ class Trainer:
             restore_rng(states[self.env.rank])
         else:
             D.seed_everything(int(self.cfg.seed) + self.env.rank + 1000 * self.update)
+
+    def _layout(self) -> Layout:
+        return Layout(self.env.world_size, int(self.cfg.data.batch_size), self.accum, self.upe)
+
+    def _fit_layout(self, saved: Layout, mode: str) -> None:
+        """The checkpoint's position in this run's layout (refused in other units unless resume_layout says); the
+        update count carries on, the schedule's clock is the position in this layout (`PhasedSchedule.origin`)."""
+        now = self._layout()
+        if saved == now:
+            return
+        self.batch = resume_batch(saved, now, self.batch, self.epoch, self.update, mode)
+        self.schedule.origin = self.update - (self.epoch * self.upe + self.batch // self.accum)
+        if saved.same_units(now):
+            log.info("resuming with %s (saved: %s): the same units", now.describe(), saved.describe())
+            return
+        log.warning("resume_layout=restart_epoch: epoch %d %s with %s (saved: %s); the update count carries on from %d",
+                    self.epoch + 1, "restarts" if self.batch == 0 else "ends", now.describe(), saved.describe(),
+                    self.update)
+        if self.batch == 0:
+            self.epoch_stats = self._empty_stats()
 
     def _start_logging(self, wandb_id: str | None) -> None:
         with preserved_rng():
@@ -732,7 +762,7 @@ class Trainer:
             agree = diff <= fuse_tolerance(scale)
             out[key] = {"top1": unfused["top1"], "top5": unfused["top5"], "fused_top1": fused_res["top1"],
                         "fused_top5": fused_res["top5"], "fused_max_abs_diff": diff, "fused_agree": agree,
-                        "images": unfused["images"]}
+                        "images": unfused["images"], "skipped": unfused["skipped"]}
             self.logger.log("event", event="final_eval", epoch=self.epoch, iteration=self.update, weights=key,
                             **{k: v for k, v in out[key].items()})
             if not agree:
@@ -756,16 +786,20 @@ class Trainer:
             "best": self.best,
             "last_top1": last.get("top1"),
             "last_top1_ema": last.get("ema_top1"),
+            "images": last.get("images"),  # val images the last evaluation counted ...
+            "skipped": last.get("skipped"),  # ... and the unreadable ones it left out
             "epochs": self.total_epochs if hasattr(self, "total_epochs") else None,
             "epochs_done": self.epoch,
             "iterations": self.update,
-            "phases": [{"name": ph.name, "epochs": ph.epochs, "distill": (ph.distill or {}).get("kind")} for ph in self.phases],
+            "phases": [{"name": ph.name, "epochs": ph.epochs, "distill": (ph.distill or {}).get("kind"), "teacher": teacher}
+                       for ph, teacher in zip(self.phases, self.phase_teachers)],
             "world_size": self.env.world_size,
             "global_batch": self.plan.global_batch,
             "lr": self.plan.lr,
             "train_img_per_s": float(np.median(self.img_per_s_hist[-200:])) if self.img_per_s_hist else None,
             "nonfinite_total": self.nonfinite_total,
-            "teacher": self.teacher_identity(),
+            # the teacher of the last distillation phase run so far (each phase's is in `phases`)
+            "teacher": next((t for t in reversed(self.phase_teachers) if t is not None), None),
             "dataset": {"name": dataset_name(self.cfg.data), "num_classes": int(self.cfg.data.num_classes),
                         "val_split": self.cfg.data.get("val_split")},
             "model_kwargs": plain(self.cfg.model.get("kwargs")) or {},
