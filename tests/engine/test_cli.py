@@ -94,12 +94,18 @@ def test_eval_py_reads_a_published_style_state_dict(smoke_run, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_share_one_run_dir(tmp_path, subprocess_env):
-    """The default run dir outputs/<name> is the same on both ranks: one dir, one set of files, global batch 2x."""
+    """The default run dir outputs/<name> is the same on both ranks: one dir, one set of files, global batch 2x.
+    A warning that holds for every rank is shown once (fp16 on CPU, from each rank's model; a long warm-up, from
+    the config)."""
     torchrun = Path(PY).with_name("torchrun")
     args = [str(torchrun), "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-            str(REPO / "train.py"), "experiment=smoke", "name=ddp_smoke", "trainer.epochs=1", *QUICK]
+            str(REPO / "train.py"), "experiment=smoke", "name=ddp_smoke", "trainer.epochs=1", *QUICK,
+            "trainer.amp=fp16", "sched.warmup_epochs=0.5"]
     proc = _run(args, subprocess_env, cwd=tmp_path, timeout=570)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    output = proc.stdout + proc.stderr
+    assert output.count("trainer.amp=fp16 needs CUDA") == 1, output[-4000:]
+    assert output.count("sched.warmup_epochs=0.5 is longer than a third of the run") == 1, output[-4000:]
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["ddp_smoke"]
     run_dir = tmp_path / "outputs" / "ddp_smoke"
     summary = json.loads((run_dir / "run.json").read_text())

@@ -245,3 +245,47 @@ def test_eval_tf32_must_be_true_or_false(tmp_path):
                             "data": {"loader": "synthetic", "root": None}})
     with pytest.raises(ConfigError, match="tf32 must be true or false, got 'yes'"):
         _validate(cfg)
+
+
+# ------------------------------------------------------------------------------------------ console output
+def test_ranks_other_than_0_show_their_errors_and_their_own_warnings_only():
+    import io
+    import logging
+    import warnings
+
+    from mobilemamba.engine.distributed import RANK_SPECIFIC, quiet_other_ranks
+
+    log = logging.getLogger("mobilemamba.test_ranks")
+    shown = {}
+    for rank in (0, 1):
+        stream = io.StringIO()
+        root, saved = logging.getLogger(), logging.getLogger().handlers[:]
+        root.handlers = [logging.StreamHandler(stream)]  # this console alone (pytest's own handlers stay untouched)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                quiet_other_ranks(rank)
+                log.warning("the same on every rank")
+                log.warning("an unreadable image of this rank's shard", extra=RANK_SPECIFIC)
+                log.error("a crash")
+                warnings.warn("a library's warning")
+        finally:
+            root.handlers = saved
+        shown[rank] = stream.getvalue().splitlines() + [str(w.message) for w in caught]
+    assert shown[0] == ["the same on every rank", "an unreadable image of this rank's shard", "a crash",
+                        "a library's warning"]
+    assert shown[1] == ["an unreadable image of this rank's shard", "a crash"]
+
+
+def test_the_progress_bar_shows_one_eta_for_the_whole_run():
+    import io
+
+    from mobilemamba.engine.trainer import progress_bar
+
+    bar = progress_bar(total=10, initial=0, desc="[main] epoch 1/2", file=io.StringIO())
+    bar.update(4)
+    bar.set_postfix(loss="1.0", eta="0:01:00")
+    text = str(bar)
+    bar.close()
+    assert "4/10" in text and "eta=0:01:00" in text
+    assert "<" not in text, f"tqdm's own remaining time of the epoch is a second ETA: {text}"

@@ -100,7 +100,8 @@ class SafeImageDataset(Dataset):
             try:
                 img = load_rgb(path)
             except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
-                log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+                log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e,
+                            extra={"rank_specific": True})  # engine.distributed.RANK_SPECIFIC: each rank's shard
                 continue
             if self.transform is not None:
                 img = self.transform(img)

@@ -31,18 +31,6 @@ __all__ = [
 ]
 
 
-def _quiet_other_ranks(rank: int) -> None:
-    """Rank 0 alone logs to the console and to the run's log file; other ranks keep warnings on stderr."""
-    if rank == 0:
-        return
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if isinstance(h, logging.FileHandler):
-            root.removeHandler(h)
-        else:
-            h.setLevel(logging.WARNING)
-
-
 def prepare_generated_data(cfg: DictConfig, is_main: bool) -> None:
     """data.generate: write the synthetic JPEG folder once (the data layer writes it atomically)."""
     gen = cfg.data.get("generate")
@@ -56,9 +44,13 @@ def prepare_generated_data(cfg: DictConfig, is_main: bool) -> None:
 
 
 def _error_exit(kind: str, exc: BaseException, code: int) -> None:
+    """One line on stderr, and the same in the run's log file (not on the console a second time)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     print(f"error: {text}", file=sys.stderr, flush=True)
-    log.error("%s: %s", kind, text)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s", (kind, text), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     raise SystemExit(code)
 
 
@@ -70,11 +62,13 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        validate_train_config(cfg, world_size)
+        warnings_found = validate_train_config(cfg, world_size)
     except ConfigError as exc:
         _error_exit("config", exc, EXIT_BAD_INPUT)
     env = D.init_distributed(str(cfg.trainer.get("device", "auto")))
-    _quiet_other_ranks(env.rank)
+    D.quiet_other_ranks(env.rank)
+    for text in warnings_found if env.is_main else ():
+        log.warning("%s", text)
     try:
         prepare_generated_data(cfg, env.is_main)
         D.barrier()

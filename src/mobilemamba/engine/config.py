@@ -98,6 +98,7 @@ def resolve_phases(cfg: DictConfig) -> list[Phase]:
     top = plain(cfg.get("distill"))
     raw = plain(cfg.trainer.get("phases"))
     if raw is None:
+        _positive(cfg, "trainer.epochs", integer=True)
         raw = [{"name": "main", "epochs": int(cfg.trainer.epochs), "distill": None}]
     if not isinstance(raw, list) or not raw:
         raise ConfigError("trainer.phases must be a non-empty list of {name, epochs, distill, overrides}")
@@ -134,7 +135,65 @@ def resolve_phases(cfg: DictConfig) -> list[Phase]:
                 grad_clip=ov.get("grad_clip"),
             )
         )
+    if cfg.trainer.get("phases") is not None:
+        _check_epochs_unused(cfg.trainer.get("epochs"), phases)
     return phases
+
+
+def _check_epochs_unused(epochs: Any, phases: list[Phase]) -> None:
+    """With trainer.phases the phases decide the run's length: a trainer.epochs that disagrees would be ignored."""
+    total = sum(ph.epochs for ph in phases)
+    if epochs is None or epochs == total:
+        return
+    each = " ".join(f"trainer.phases.{i}.epochs={ph.epochs}" for i, ph in enumerate(phases))
+    raise ConfigError(
+        f"trainer.epochs={epochs} is not used: trainer.phases decide the run's length ({total} epochs); "
+        f"set the length of each phase instead, e.g. {each}"
+    )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Phases under one cosine: a segment starts at phase 0 and at every phase with schedule=restart."""
+
+    first: int  # index of its first phase
+    last: int  # index of its last phase (inclusive)
+    epochs: int
+    warmup_epochs: float
+    warmup_key: str  # the config key its warm-up comes from
+
+
+def schedule_segments(phases: list[Phase], warmup_epochs: float) -> list[Segment]:
+    """The cosine segments of a run; `warmup_epochs` is sched.warmup_epochs (a restarted phase may override it)."""
+    starts = [i for i, ph in enumerate(phases) if i == 0 or ph.schedule == "restart"]
+    segments = []
+    for j, first in enumerate(starts):
+        last = (starts[j + 1] if j + 1 < len(starts) else len(phases)) - 1
+        own = phases[first].warmup_epochs
+        segments.append(Segment(
+            first, last, sum(ph.epochs for ph in phases[first:last + 1]),
+            float(warmup_epochs if own is None else own),
+            "sched.warmup_epochs" if own is None else f"trainer.phases.{first}.overrides.warmup_epochs",
+        ))
+    return segments
+
+
+def check_warmup(cfg: DictConfig, phases: list[Phase]) -> list[str]:
+    """Warm-up longer than the stretch of training it starts is an error (the lr would never leave it);
+    longer than a third of it, a warning (returned)."""
+    warnings = []
+    for seg in schedule_segments(phases, cfg.sched.warmup_epochs):
+        if cfg.trainer.get("phases") is None:
+            length = f"trainer.epochs={seg.epochs}"
+        else:
+            length = " + ".join(f"trainer.phases.{i}.epochs={phases[i].epochs}" for i in range(seg.first, seg.last + 1))
+        said = f"{seg.warmup_key}={seg.warmup_epochs:g} is longer than"
+        if seg.warmup_epochs > seg.epochs:
+            raise ConfigError(f"{said} the run ({length}): the lr would never leave warm-up; set {seg.warmup_key} "
+                              f"to a third of the run or less (e.g. {seg.warmup_key}={seg.epochs / 3:.2g})")
+        if seg.warmup_epochs > seg.epochs / 3:
+            warnings.append(f"{said} a third of the run ({length}): most of it is spent warming up")
+    return warnings
 
 
 def should_evaluate(epoch: int, last_epoch_of_phase: bool, every: int, every_from: int) -> bool:
@@ -173,8 +232,8 @@ def _positive(cfg: DictConfig, key: str, *, integer: bool = False, allow_zero: b
         raise ConfigError(f"{key} must be {kind} {'integer' if integer else 'number'}, got {value!r}")
 
 
-def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: bool = True) -> None:
-    """Every check that can fail before any work: raises ConfigError naming the key."""
+def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: bool = True) -> list[str]:
+    """Every check that can fail before any work: raises ConfigError naming the key; returns the warnings."""
     for key in ("model", "data", "optim", "sched", "aug", "trainer"):
         if key not in cfg:
             raise ConfigError(f"config group '{key}' is missing")
@@ -195,7 +254,6 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     _positive(cfg, "data.eval_batch_size", integer=True)
     _positive(cfg, "data.num_classes", integer=True)
     _positive(cfg, "trainer.accum_steps", integer=True)
-    _positive(cfg, "trainer.epochs", integer=True)
     _positive(cfg, "trainer.ema_decay", allow_zero=True)
     _positive(cfg, "trainer.max_nonfinite", integer=True)
     if OmegaConf.select(cfg, "trainer.profile") is not None:
@@ -211,9 +269,10 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     mixing = float(cfg.aug.get("mixup", 0) or 0) > 0 or float(cfg.aug.get("cutmix", 0) or 0) > 0
     if mixing and int(cfg.data.batch_size) % 2:
         raise ConfigError(f"data.batch_size must be even with mixup/cutmix (timm Mixup), got {cfg.data.batch_size}")
-    resolve_phases(cfg)
+    warnings = check_warmup(cfg, resolve_phases(cfg))
     if check_paths:
         check_data_paths(cfg.data)
+    return warnings
 
 
 def compile_how(value: Any) -> str | None:

@@ -467,7 +467,8 @@ class Trainer:
         self._located = True
         site = locate_nonfinite(self.model, self._last_inputs, self.autocast)
         what = site.describe() if site is not None else "the forward is finite on a rerun (the loss or a kernel's nondeterminism?)"
-        log.warning("non-finite loss at update %d: %s", self.update + 1, what)
+        log.warning("non-finite loss at update %d on rank %d: %s", self.update + 1, self.env.rank, what,
+                    extra=D.RANK_SPECIFIC)
         self.logger.log("event", event="nonfinite_site", iteration=self.update + 1, rank=self.env.rank,
                         **({"module": site.module, "module_class": site.module_class, "dtype": site.dtype,
                             "input_absmax": site.input_absmax, "inputs_finite": site.inputs_finite} if site else {}))
@@ -776,18 +777,27 @@ class Trainer:
     def _progress_bar(self, p: int):
         if not (self.env.is_main and self.t.get("progress", True)):
             return None
-        import sys
-
-        from tqdm import tqdm
-
-        tty = sys.stderr.isatty()  # in a log file, a line every 30 s instead of a redraw every second
-        return tqdm(total=self.upe, initial=self.batch // self.accum, desc=f"[{self.phases[p].name}] epoch {self.epoch + 1}/{self.total_epochs}",
-                    leave=not tty, dynamic_ncols=True, mininterval=1.0 if tty else 30.0)
+        return progress_bar(self.upe, self.batch // self.accum, f"[{self.phases[p].name}] epoch {self.epoch + 1}/{self.total_epochs}")
 
     @staticmethod
     def _close_bar(bar) -> None:
         if bar is not None:
             bar.close()
+
+
+# tqdm's own layout without its `<remaining` time, which covers only the epoch: the postfix's eta covers the run
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+
+
+def progress_bar(total: int, initial: int, desc: str, file: Any = None):
+    """The epoch's bar (rank 0): in a log file a line every 30 s instead of a redraw every second."""
+    import sys
+
+    from tqdm import tqdm
+
+    tty = (file or sys.stderr).isatty()
+    return tqdm(total=total, initial=initial, desc=desc, file=file, leave=not tty, dynamic_ncols=True,
+                mininterval=1.0 if tty else 30.0, bar_format=BAR_FORMAT)
 
 
 def _fmt_secs(s: float) -> str:
