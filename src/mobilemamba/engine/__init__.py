@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from .checkpoint import CheckpointLoadError, CheckpointSaveError
 from .config import ConfigError, lr_plan, resolve_phases, validate_train_config
@@ -43,7 +44,7 @@ def prepare_generated_data(cfg: DictConfig, is_main: bool) -> None:
                                per_class_val=int(gen.per_class_val), size=int(gen.size))  # atomic, written once
 
 
-def _error_exit(kind: str, exc: BaseException, code: int) -> None:
+def error_exit(kind: str, exc: BaseException, code: int) -> None:
     """One line on stderr, and the same in the run's log file (not on the console a second time)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     print(f"error: {text}", file=sys.stderr, flush=True)
@@ -63,8 +64,8 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     try:
         warnings_found = validate_train_config(cfg, world_size)
-    except ConfigError as exc:
-        _error_exit("config", exc, EXIT_BAD_INPUT)
+    except (ConfigError, OmegaConfBaseException) as exc:  # OmegaConf: a mandatory value (???) left unset, ...
+        error_exit("config", exc, EXIT_BAD_INPUT)
     env = D.init_distributed(str(cfg.trainer.get("device", "auto")))
     D.quiet_other_ranks(env.rank)
     for text in warnings_found if env.is_main else ():
@@ -78,14 +79,14 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         log.warning("%s", exc)
         raise SystemExit(EXIT_PREEMPTED)
     except NonFiniteError as exc:
-        _error_exit("non-finite", exc, EXIT_NONFINITE)
+        error_exit("non-finite", exc, EXIT_NONFINITE)
     except CheckpointSaveError as exc:
-        _error_exit(type(exc).__name__, exc, EXIT_FAILED)
-    except (ConfigError, CheckpointLoadError) as exc:
-        _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+        error_exit(type(exc).__name__, exc, EXIT_FAILED)
+    except (ConfigError, CheckpointLoadError, OmegaConfBaseException) as exc:
+        error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
     except Exception as exc:
         if type(exc).__name__ in ("DatasetError", "DistillConfigError", "TeacherError", "CheckpointError"):
-            _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+            error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
         raise
     finally:
         D.destroy_distributed()
@@ -97,10 +98,10 @@ def run_eval(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
 
     try:
         return evaluate_checkpoint(cfg, Path(out_dir))
-    except (ConfigError, CheckpointLoadError) as exc:
-        _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+    except (ConfigError, CheckpointLoadError, OmegaConfBaseException) as exc:
+        error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
     except Exception as exc:
         if type(exc).__name__ in ("DatasetError", "CheckpointError"):
-            _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+            error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
         raise
     return {}

@@ -1,8 +1,10 @@
 """Reading the composed config: validation (one-line errors naming the key), lr scaling, phases, eval cadence."""
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +312,63 @@ def check_data_paths(data_cfg: DictConfig) -> None:
         raise ConfigError("data.root is not set (pass data.root=/path/to/dataset)")
     if not Path(str(root)).exists() and not data_cfg.get("generate"):
         raise ConfigError(f"data.root: dataset path does not exist: {root}")
+
+
+# ----------------------------------------------------------------------------------------------- known keys
+KeyTree = dict[str, Any]  # key -> KeyTree of its known sub-keys, or None: any value (a leaf, or a free-form mapping)
+
+
+def _merge_keys(tree: KeyTree, node: Mapping[str, Any]) -> None:
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value and (key not in tree or tree[key] is not None):
+            _merge_keys(tree.setdefault(key, {}), value)
+        else:  # a leaf in one option, or an empty mapping (model.kwargs): what lies below is free-form
+            tree[key] = None
+
+
+def _config_file(path: Path) -> dict[str, Any]:
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return {k: v for k, v in (node or {}).items() if k not in ("defaults", "hydra")}
+
+
+def known_keys(conf_dirs: Iterable[str | Path], config_name: str, groups: Iterable[str]) -> KeyTree:
+    """Every key the config can hold: the primary file's, and for each group the union of its options' keys
+    (plus the data keys the data layer reads without a file naming them, e.g. data.exclude_file)."""
+    from ..data.config import DataParams
+
+    tree: KeyTree = {}
+    groups = set(groups)
+    for conf in map(Path, conf_dirs):
+        if (conf / f"{config_name}.yaml").is_file():
+            _merge_keys(tree, _config_file(conf / f"{config_name}.yaml"))
+        for group in groups:
+            for option in sorted((conf / group).glob("*.yaml")):
+                if "@package _global_" not in option.read_text().split("\n", 1)[0]:
+                    _merge_keys(tree.setdefault(group, {}), _config_file(option))
+    if isinstance(tree.get("data"), dict):
+        _merge_keys(tree["data"], {f.name: None for f in fields(DataParams)})
+    return tree
+
+
+def unknown_keys(node: Mapping[str, Any], tree: KeyTree, prefix: str = "") -> list[tuple[str, str | None]]:
+    """(key, the nearest known key or None) for each key of `node` (a composed config as a plain mapping) that
+    `tree` does not know."""
+    found: list[tuple[str, str | None]] = []
+    for key, value in node.items():
+        if key not in tree:
+            near = difflib.get_close_matches(str(key), [str(k) for k in tree], n=1)
+            found.append((f"{prefix}{key}", f"{prefix}{near[0]}" if near else None))
+        elif tree[key] is not None and isinstance(value, Mapping):
+            found += unknown_keys(value, tree[key], f"{prefix}{key}.")
+    return found
+
+
+def check_known_keys(cfg: DictConfig, tree: KeyTree) -> None:
+    """A key no config file defines (a typo, or `+key=...`) would be silently ignored: refuse it."""
+    found = unknown_keys(OmegaConf.to_container(cfg, resolve=False), tree)
+    if found:
+        raise ConfigError(no_such_key(*found[0]) + (f"; also {', '.join(k for k, _ in found[1:])}" if found[1:] else ""))
+
+
+def no_such_key(key: str, near: str | None) -> str:
+    return f"{key}: no such config key" + (f" (did you mean {near}?)" if near else "")
