@@ -231,3 +231,20 @@ def test_trainer_epochs_with_phases_is_an_error_that_shows_how_to_set_each_phase
                         "trainer.phases.1.epochs=1", "sched.warmup_epochs=1")
     validate_train_config(cfg, 8, check_paths=False)
     assert [ph.epochs for ph in resolve_phases(cfg)] == [3, 1]
+
+
+# ------------------------------------------------------------------------------------------ distillation keys
+def test_every_distill_option_lists_every_distill_key():
+    from distill.config import DEFAULTS
+
+    for option in sorted((CONF / "distill").glob("*.yaml")):
+        assert set(OmegaConf.load(option)) == set(DEFAULTS), option.name
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "mobilemamba_t2", "cifar10_t2"])
+def test_distillation_is_switched_on_from_the_command_line_of_any_experiment(experiment):
+    cfg = compose_train(f"experiment={experiment}", "distill.kind=soft", "distill.teacher=resnet18",
+                        "distill.num_classes=10", "distill.img_size=64", "distill.teacher_kwargs={drop_rate: 0.1}")
+    (phase,) = resolve_phases(cfg)
+    assert phase.distill["kind"] == "soft" and phase.distill["teacher"] == "resnet18"
+    assert phase.distill["num_classes"] == 10 and phase.distill["teacher_kwargs"] == {"drop_rate": 0.1}

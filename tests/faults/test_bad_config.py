@@ -26,6 +26,8 @@ CASES = [
     ("lr = 0", ["optim.lr=0"], "optim.lr"),
     ("lr < 0", ["optim.lr=-0.001"], "optim.lr"),
     ("batch size 0", ["data.batch_size=0"], "data.batch_size"),
+    ("teacher of another class count", ["distill.kind=soft", "distill.teacher=resnet18"],
+     "distill.teacher 'resnet18' predicts 1000 classes, the student data.num_classes=4"),
 ]
 
 

@@ -95,6 +95,7 @@ class Trainer:
     def build(self) -> "Trainer":
         cfg, t, env = self.cfg, self.t, self.env
         D.set_deterministic(bool(t.deterministic), self.device)
+        self._check_teacher_classes()
         D.seed_everything(int(cfg.seed))  # identical initial weights on every rank
         self.model = self._build_model()
         pc = dict(getattr(self.model, "pretrained_cfg", {}) or {})
@@ -251,6 +252,20 @@ class Trainer:
                         distill=(ph.distill or {}).get("kind"), lr_scale=ph.lr_scale)
         log.info("phase %d/%d '%s': epochs %d-%d, distill=%s", p + 1, len(self.phases), ph.name,
                  self.phase_epoch_start[p] + 1, self.phase_epoch_start[p + 1], (ph.distill or {}).get("kind", "none"))
+
+    def _check_teacher_classes(self) -> None:
+        """A teacher predicting another number of classes than the student would fail at its first update."""
+        import distill
+
+        student = int(self.cfg.data.num_classes)
+        for ph in self.phases:
+            found = distill.teacher_num_classes(ph.distill) if ph.distill is not None else None
+            if found is not None and found != student:
+                raise distill.DistillConfigError(
+                    f"distill.teacher {ph.distill.get('teacher')!r} predicts {found} classes, the student "
+                    f"data.num_classes={student}: use a teacher trained on this dataset, or set "
+                    f"distill.num_classes={student} (a timm teacher with a new head)"
+                )
 
     def teacher_identity(self) -> dict[str, Any] | None:
         return getattr(self.teacher, "identity", None) if self.teacher is not None else None
