@@ -82,6 +82,20 @@ def test_eval_py_on_the_fused_checkpoint(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_eval_py_takes_the_image_size_and_class_count_from_the_checkpoint(smoke_run, tmp_path, cache_dir):
+    """The smoke model trained at 32 px on 4 classes, evaluated as a T2 of its size on any image folder: no
+    model.img_size (T2's default is 192) and no data.num_classes (data=folder has none) on the command line."""
+    run_dir, env, _ = smoke_run
+    proc = _run([PY, str(REPO / "eval.py"), "model=t2", "+model.kwargs.embed_dim=[16,32,48]", "+model.kwargs.depth=[1,1,1]",
+                 "data=folder", f"data.root={cache_dir / 'smoke'}", f"checkpoint={run_dir / 'last.ckpt'}", "fuse=false",
+                 "throughput.iters=1", f"hydra.run.dir={tmp_path}"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["img_size"] == 32 and res["images"] == 32
+    assert "mobilemamba_t2 @32 (raw, unfused)" in proc.stdout
+
+
+@pytest.mark.slow
 def test_eval_py_reads_a_published_style_state_dict(smoke_run, tmp_path):
     run_dir, env, _ = smoke_run
     ck = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)

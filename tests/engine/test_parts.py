@@ -289,3 +289,39 @@ def test_the_progress_bar_shows_one_eta_for_the_whole_run():
     bar.close()
     assert "4/10" in text and "eta=0:01:00" in text
     assert "<" not in text, f"tqdm's own remaining time of the epoch is a second ETA: {text}"
+
+
+# ------------------------------------------------------------------------------------------ eval.py's defaults
+def test_eval_takes_the_image_size_and_class_count_from_the_checkpoint_unless_given(tmp_path, caplog):
+    """This project's checkpoints record their config (a T2 trained at 48 px on 4 classes is evaluated so); a
+    published one (weights only) gives its class count through its head and keeps the variant's resolution; a value
+    on the command line wins, and eval says so in one line."""
+    import logging
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    import mobilemamba
+    from mobilemamba.engine.evalrun import take_checkpoint_layout
+
+    state = mobilemamba.create_model("mobilemamba_t2", num_classes=4, embed_dim=(16, 32, 48), depth=(1, 1, 1)).state_dict()
+    ours, published = tmp_path / "last.ckpt", tmp_path / "published.pth"
+    torch.save({"model": state, "ema": state, "config": {"model": {"name": "mobilemamba_t2", "img_size": 48},
+                                                          "data": {"num_classes": 4}}}, ours)
+    torch.save(state, published)
+
+    def composed(*overrides):
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+            return compose("eval", overrides=["model=t2", "data=folder", *overrides])
+
+    cfg = composed(f"checkpoint={ours}", "ema=true")
+    take_checkpoint_layout(cfg)
+    assert (cfg.model.img_size, cfg.data.num_classes) == (48, 4)
+    cfg = composed(f"checkpoint={published}")
+    take_checkpoint_layout(cfg)
+    assert (cfg.model.img_size, cfg.data.num_classes) == (192, 4)
+    cfg = composed(f"checkpoint={ours}", "model.img_size=64")
+    with caplog.at_level(logging.INFO, logger="mobilemamba.engine"):
+        take_checkpoint_layout(cfg, {"model", "model.img_size", "checkpoint"})
+    assert (cfg.model.img_size, cfg.data.num_classes) == (64, 4)
+    assert [r.getMessage() for r in caplog.records] == ["model.img_size=64 from the command line overrides the checkpoint's 48"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +94,12 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     return {}
 
 
-def run_eval(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+def run_eval(cfg: DictConfig, out_dir: str | os.PathLike, explicit: Iterable[str] = ()) -> dict[str, Any]:
+    """eval.py's work; `explicit`: the keys set on the command line (they win over what the checkpoint records)."""
     from .evalrun import evaluate_checkpoint
 
     try:
-        return evaluate_checkpoint(cfg, Path(out_dir))
+        return evaluate_checkpoint(cfg, Path(out_dir), set(explicit))
     except (ConfigError, CheckpointLoadError, OmegaConfBaseException) as exc:
         error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
     except Exception as exc:

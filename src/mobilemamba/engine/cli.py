@@ -19,6 +19,7 @@ import os
 from typing import Callable
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -41,6 +42,12 @@ def checked(cfg: DictConfig) -> DictConfig:
     except ConfigError as exc:  # ended here: an exception would pass through Hydra's job report first
         error_exit("config", exc, EXIT_BAD_INPUT)
     return cfg
+
+
+def command_line_keys() -> set[str]:
+    """The keys the command line names (`model.img_size` of `model.img_size=64`; group choices such as `model`)."""
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return {o.key_or_group for o in overrides if not o.is_hydra_override()}
 
 
 def run(main: Callable[[], None]) -> None:
