@@ -1,12 +1,18 @@
 """What every loader returned by ``build_loaders`` looks like to the engine."""
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from .folder import DatasetError
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: what a container or `taskset` grants, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class BatchLoader:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .base import BatchLoader, to_device
+from .base import BatchLoader, to_device, usable_cpus
 from .config import AugParams
 from .folder import DatasetError, FolderSplit
 from .sampling import too_small_message, train_batches, train_batches_per_epoch, val_batches
@@ -220,6 +220,10 @@ def build_torch_loaders(
     workers: int,
     pin_memory: bool,
 ) -> tuple[TorchLoader, TorchLoader]:
+    cpus = usable_cpus()
+    if workers > cpus:  # more would only compete for the same cores (PyTorch warns about it)
+        log.info("data.workers=%d, but this process may run on %d CPUs: %d loader workers", workers, cpus, cpus)
+        workers = cpus
     train_ds = SafeImageDataset(train.samples, build_train_transform(img_size, aug, mean, std))
     val_ds = SafeImageDataset(val.samples, build_eval_transform(img_size, mean, std, crop_pct, interpolation))
     common = dict(num_classes=train.num_classes, device=device, channels_last=channels_last, pin_memory=pin_memory)
