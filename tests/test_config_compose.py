@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from mobilemamba.engine.config import ConfigError, lr_plan, resolve_phases, should_evaluate, validate_train_config
 
@@ -248,3 +248,33 @@ def test_distillation_is_switched_on_from_the_command_line_of_any_experiment(exp
     (phase,) = resolve_phases(cfg)
     assert phase.distill["kind"] == "soft" and phase.distill["teacher"] == "resnet18"
     assert phase.distill["num_classes"] == 10 and phase.distill["teacher_kwargs"] == {"drop_rate": 0.1}
+
+
+# ------------------------------------------------------------------------------------------ unknown keys
+def _known(config_name: str, *overrides: str):
+    from mobilemamba.engine.config import known_keys
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    groups = [g for g in cfg.hydra.runtime.choices if "/" not in g]
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, known_keys([CONF], config_name, groups)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_uses_only_keys_the_config_groups_define(experiment):
+    from mobilemamba.engine.config import check_known_keys
+
+    check_known_keys(*_known("config", f"experiment={experiment}"))
+
+
+def test_a_key_no_config_file_defines_is_refused_with_the_nearest_known_one():
+    from mobilemamba.engine.config import check_known_keys
+
+    cfg, known = _known("config", "experiment=smoke", "+trainer.epoch=3", "+data.exclude_file=/x", "+model.kwargs.depth=[1]")
+    with pytest.raises(ConfigError, match=r"^trainer\.epoch: no such config key \(did you mean trainer\.epochs\?\)$"):
+        check_known_keys(cfg, known)  # data.exclude_file (read by the data layer) and model.kwargs (free-form) pass
+    cfg, known = _known("eval", "checkpoint=x", "+trainer.epochs=3", "+fuse_bn=true")
+    with pytest.raises(ConfigError, match=r"^trainer: no such config key; also fuse_bn$"):
+        check_known_keys(cfg, known)

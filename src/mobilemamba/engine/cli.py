@@ -14,7 +14,6 @@ HYDRA_FULL_ERROR=1 keeps Hydra's own report with the full traceback.
 """
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Callable
 
@@ -25,7 +24,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from . import EXIT_BAD_INPUT, error_exit
-from .config import ConfigError, check_known_keys, known_keys, no_such_key
+from .config import ConfigError, check_known_keys, known_keys, no_such_key, unknown_keys
 
 _job_started = False
 
@@ -77,12 +76,9 @@ def one_line(exc: BaseException) -> str:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         return f"{group}={name}: no such config in conf/{group}/; one of {', '.join(exc.options)}"
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
-        parent = getattr(cause, "parent_node", None)
-        near = None
-        if isinstance(parent, DictConfig):
-            close = difflib.get_close_matches(str(cause.key), [str(k) for k in parent], n=1)
-            near = f"{cause.full_key.rpartition('.')[0]}.{close[0]}".lstrip(".") if close else None
-        return no_such_key(cause.full_key, near)
+        parent = cause.parent_node if isinstance(getattr(cause, "parent_node", None), DictConfig) else {}
+        prefix = cause.full_key[: -len(str(cause.key))]  # 'trainer.' of 'trainer.epoch'
+        return no_such_key(*unknown_keys({str(cause.key): None}, dict.fromkeys(map(str, parent)), prefix)[0])
     if isinstance(exc, OverrideParseException):
         return f"cannot read the override {exc.override!r}: {exc.message.splitlines()[0]}"
     text = str(exc).strip()
