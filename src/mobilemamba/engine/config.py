@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from ..data.config import DataParams
 from ..models.compiling import COMPILE_MODES
 
 AMP_MODES = ("fp16", "bf16", "none")
@@ -334,8 +335,6 @@ def _config_file(path: Path) -> dict[str, Any]:
 def known_keys(conf_dirs: Iterable[str | Path], config_name: str, groups: Iterable[str]) -> KeyTree:
     """Every key the config can hold: the primary file's, and for each group the union of its options' keys
     (plus the data keys the data layer reads without a file naming them, e.g. data.exclude_file)."""
-    from ..data.config import DataParams
-
     tree: KeyTree = {}
     groups = set(groups)
     for conf in map(Path, conf_dirs):
