@@ -19,6 +19,9 @@ from mobilemamba.benchmark import BenchError, check, expand, format_table, run_o
 
 
 def main(argv: list[str]) -> None:
+    if any(arg in ("-h", "--help", "help") for arg in argv):
+        print(__doc__.strip())
+        return
     bad = [arg for arg in argv if "=" not in arg]
     if bad:
         sys.exit(f"bench.py: arguments are key=value, got {' '.join(bad)}")
@@ -40,12 +43,11 @@ def main(argv: list[str]) -> None:
     rows = []
     for cfg in cfgs:
         rows.append(run_one(cfg))
-        if rank == 0:
-            lines = format_table(rows[-1:]).splitlines()
+        if rank == 0:  # the table a row at a time, as each finishes (its 'x eager' against the rows above it)
+            lines = format_table(rows).splitlines()
             print("\n".join(lines if len(rows) == 1 else lines[-1:]), flush=True)
             write_csv(rows, out / "bench.csv")  # after every row: a run cut short keeps the rows it finished
     if rank == 0:
-        print(format_table(rows))
         print(f"wrote {out / 'bench.csv'}")
     if world > 1:
         torch.distributed.destroy_process_group()

@@ -8,13 +8,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mobilemamba.engine import cli, run_training
+
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from mobilemamba.engine import run_training
-
-    run_training(cfg, HydraConfig.get().runtime.output_dir)
+    run_training(cli.checked(cfg), HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -227,7 +227,7 @@ def _project_model(path: str, cfg: Mapping[str, Any]) -> tuple[nn.Module, str, t
               if model_cfg.get(k) is not None}
     kwargs.update(model_cfg.get("kwargs") or {})  # conf/model/*.yaml: extra create_model overrides
     kwargs.update(cfg["teacher_kwargs"] or {})
-    num_classes = cfg["num_classes"] or model_cfg.get("num_classes") or _data_num_classes(config)
+    num_classes = _project_num_classes(config, cfg)
     if num_classes:
         kwargs["num_classes"] = int(num_classes)
     model = mobilemamba.create_model(name, **kwargs)
@@ -238,9 +238,28 @@ def _project_model(path: str, cfg: Mapping[str, Any]) -> tuple[nn.Module, str, t
     return model, name, (_pair(size, "config img_size") if size else None)
 
 
-def _data_num_classes(config: Mapping[str, Any]) -> int | None:
-    data = config.get("data")
-    return data.get("num_classes") if isinstance(data, Mapping) else None
+def _project_num_classes(config: Mapping[str, Any], cfg: Mapping[str, Any]) -> int | None:
+    """Classes of a project checkpoint's model: distill.num_classes, else what its recorded config says."""
+    model, data = config.get("model") or {}, config.get("data") or {}
+    return cfg["num_classes"] or model.get("num_classes") or data.get("num_classes")
+
+
+def teacher_num_classes(distill_cfg: Any) -> int | None:
+    """How many classes the teacher predicts, told without building it (None when it cannot be told: the build
+    reports what is wrong)."""
+    cfg = to_dict(distill_cfg)
+    if cfg["num_classes"] is not None:
+        return int(cfg["num_classes"])
+    teacher = str(cfg["teacher"])
+    if _looks_like_path(teacher):
+        ckpt = read_checkpoint(teacher) if Path(teacher).is_file() else None
+        config = ckpt.get("config") if isinstance(ckpt, Mapping) else None
+        return _project_num_classes(config, cfg) if isinstance(config, Mapping) else None
+    if not timm.is_model(teacher):
+        return None
+    with torch.device("meta"):  # the architecture alone: no memory, no weights
+        model = timm.create_model(teacher, pretrained=False, **(cfg["teacher_kwargs"] or {}))
+    return getattr(model, "num_classes", None)
 
 
 def build_teacher(distill_cfg: Any, *, student_mean: Sequence[float], student_std: Sequence[float],

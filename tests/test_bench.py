@@ -1,5 +1,6 @@
 """`bench.py` times inference and the training step and writes one CSV row per configuration (CPU smoke)."""
 import copy
+import dataclasses
 import csv
 import fcntl
 import importlib
@@ -195,6 +196,27 @@ def test_gpu_lock_is_let_go_while_dynamo_compiles(tmp_path):
         probe()
     probe()
     assert seen == ["free", "held", "free"]
+
+
+def test_bench_prints_its_table_once_a_row_as_each_configuration_finishes(monkeypatch, tmp_path, capsys):
+    bench = importlib.import_module("bench")
+    row = BenchResult("mobilemamba_t2", "infer", 192, 8, "none", False, "false", "-", False, False, False, "torch",
+                      1, 100.0, 90.0, 110.0, 0.0, 1.0, "cpu")
+    printed_before = []  # what was on stdout when each configuration started
+    monkeypatch.setattr(bench, "run_one", lambda cfg: (printed_before.append(capsys.readouterr().out),
+                                                       dataclasses.replace(row, mode=cfg.mode))[1])
+    bench.main(["model=t2", "mode=infer,train", "device=cpu", f"out={tmp_path}"])
+    lines = "".join(printed_before + [capsys.readouterr().out]).splitlines()
+    assert printed_before[1].splitlines()[2].split()[:2] == ["mobilemamba_t2", "infer"], "a row before the next runs"
+    assert [line.split()[:2] for line in lines[2:4]] == [["mobilemamba_t2", "infer"], ["mobilemamba_t2", "train"]]
+    assert lines[0].startswith("model") and lines[1].startswith("---") and lines[4] == f"wrote {tmp_path / 'bench.csv'}"
+    assert len(lines) == 5, "the table once"
+
+
+def test_bench_help_prints_its_usage(capsys):
+    importlib.import_module("bench").main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("Throughput benchmark: `python bench.py model=s6 mode=infer,train") and "out=DIR" in out
 
 
 @pytest.mark.slow

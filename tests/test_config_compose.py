@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from mobilemamba.engine.config import ConfigError, lr_plan, resolve_phases, should_evaluate, validate_train_config
 
@@ -187,3 +187,94 @@ def test_unknown_experiment_fails_clearly():
 
     with pytest.raises(MissingConfigException, match="experiment"):
         compose_train("experiment=mobilemamba_t9")
+
+
+# ------------------------------------------------------------------------------------------ warm-up and run length
+def test_a_warmup_longer_than_the_run_is_an_error_naming_both_keys():
+    """A shortened published recipe keeps its 20 warm-up epochs: the lr would never leave warm-up."""
+    msg = _error("experiment=mobilemamba_t2", "trainer.epochs=2")
+    assert msg.startswith("sched.warmup_epochs=20 is longer than the run (trainer.epochs=2)"), msg
+    assert "e.g. sched.warmup_epochs=0.67" in msg
+
+
+def test_a_restarted_phase_is_checked_against_its_own_warmup_and_length():
+    msg = _error("experiment=mobilemamba_t2_kd_then_extend", "trainer.phases.1.epochs=2",
+                 "trainer.phases.1.overrides.warmup_epochs=3")
+    assert msg.startswith("trainer.phases.1.overrides.warmup_epochs=3 is longer than the run "
+                          "(trainer.phases.1.epochs=2)"), msg
+    msg = _error("experiment=smoke", "trainer.phases=[{name: a, epochs: 1}, {name: b, epochs: 1}]",
+                 "sched.warmup_epochs=3")
+    assert "(trainer.phases.0.epochs=1 + trainer.phases.1.epochs=1)" in msg, "continued phases share one warm-up"
+
+
+def test_a_warmup_over_a_third_of_the_run_is_a_warning():
+    cfg = compose_train("experiment=mobilemamba_t2", "trainer.epochs=50")
+    assert validate_train_config(cfg, 8, check_paths=False) == [
+        "sched.warmup_epochs=20 is longer than a third of the run (trainer.epochs=50): most of it is spent warming up"]
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_no_experiment_warms_up_for_more_than_a_third_of_its_run(experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    assert validate_train_config(cfg, 8, check_paths=False) == []
+
+
+def test_the_smoke_run_shortened_to_one_epoch_has_no_warning():
+    assert validate_train_config(compose_train("experiment=smoke", "trainer.epochs=1"), 1, check_paths=False) == []
+
+
+def test_trainer_epochs_with_phases_is_an_error_that_shows_how_to_set_each_phase():
+    msg = _error("experiment=mobilemamba_t2_kd_then_extend", "trainer.epochs=2")
+    assert msg == ("trainer.epochs=2 is not used: trainer.phases decide the run's length (1300 epochs); set the "
+                   "length of each phase instead, e.g. trainer.phases.0.epochs=1000 trainer.phases.1.epochs=300")
+    cfg = compose_train("experiment=mobilemamba_t2_kd_then_extend", "trainer.phases.0.epochs=3",
+                        "trainer.phases.1.epochs=1", "sched.warmup_epochs=1")
+    validate_train_config(cfg, 8, check_paths=False)
+    assert [ph.epochs for ph in resolve_phases(cfg)] == [3, 1]
+
+
+# ------------------------------------------------------------------------------------------ distillation keys
+def test_every_distill_option_lists_every_distill_key():
+    from distill.config import DEFAULTS
+
+    for option in sorted((CONF / "distill").glob("*.yaml")):
+        assert set(OmegaConf.load(option)) == set(DEFAULTS), option.name
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "mobilemamba_t2", "cifar10_t2"])
+def test_distillation_is_switched_on_from_the_command_line_of_any_experiment(experiment):
+    cfg = compose_train(f"experiment={experiment}", "distill.kind=soft", "distill.teacher=resnet18",
+                        "distill.num_classes=10", "distill.img_size=64", "distill.teacher_kwargs={drop_rate: 0.1}")
+    (phase,) = resolve_phases(cfg)
+    assert phase.distill["kind"] == "soft" and phase.distill["teacher"] == "resnet18"
+    assert phase.distill["num_classes"] == 10 and phase.distill["teacher_kwargs"] == {"drop_rate": 0.1}
+
+
+# ------------------------------------------------------------------------------------------ unknown keys
+def _known(config_name: str, *overrides: str):
+    from mobilemamba.engine.config import known_keys
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    groups = [g for g in cfg.hydra.runtime.choices if "/" not in g]
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, known_keys([CONF], config_name, groups)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_uses_only_keys_the_config_groups_define(experiment):
+    from mobilemamba.engine.config import check_known_keys
+
+    check_known_keys(*_known("config", f"experiment={experiment}"))
+
+
+def test_a_key_no_config_file_defines_is_refused_with_the_nearest_known_one():
+    from mobilemamba.engine.config import check_known_keys
+
+    cfg, known = _known("config", "experiment=smoke", "+trainer.epoch=3", "+data.exclude_file=/x", "+model.kwargs.depth=[1]")
+    with pytest.raises(ConfigError, match=r"^trainer\.epoch: no such config key \(did you mean trainer\.epochs\?\)$"):
+        check_known_keys(cfg, known)  # data.exclude_file (read by the data layer) and model.kwargs (free-form) pass
+    cfg, known = _known("eval", "checkpoint=x", "+trainer.epochs=3", "+fuse_bn=true")
+    with pytest.raises(ConfigError, match=r"^trainer: no such config key; also fuse_bn$"):
+        check_known_keys(cfg, known)

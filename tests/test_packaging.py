@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,12 @@ def test_mamba_ssm_is_only_an_optional_extra():
     deps = text.split("dependencies = [", 1)[1].split("]", 1)[0]
     assert "mamba" not in deps
     assert "mamba-ssm" in text.split("[project.optional-dependencies]", 1)[1]
+
+
+def test_the_demo_data_and_its_licence_ship_with_the_package():
+    """`make demo` runs offline from the Fashion-MNIST subset inside the package: the wheel must carry it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mobilemamba.data"]
+    package = ROOT / "src" / "mobilemamba" / "data"
+    assert {p.name for pattern in patterns for p in package.glob(pattern)} == {
+        "fashion_mnist_demo.npz.xz", "fashion_mnist_demo.LICENSE"}

@@ -32,6 +32,7 @@ def test_cli_writes_the_default_exclusion_list_and_build_loaders_honours_it(brok
     assert not (root / EXCLUDE_FILENAME).exists()
     out = capsys.readouterr().out
     assert "zz_truncated.jpg" in out and "unreadable" in out and "train" in out
+    assert f"nothing written: run again with --write-exclude to write ROOT/{EXCLUDE_FILENAME}" in out
     assert main([str(root), "--write-exclude"]) == 1
     lines = (root / EXCLUDE_FILENAME).read_text().splitlines()
     assert sorted(ln for ln in lines if not ln.startswith("#")) == [

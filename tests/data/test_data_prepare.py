@@ -1,7 +1,13 @@
-"""Dataset preparation: a learnable synthetic JPEG folder written once, and Fashion-MNIST as JPEGs."""
+"""Dataset preparation: a learnable synthetic JPEG folder written once, and Fashion-MNIST as JPEGs (offline from
+the subset shipped with the package)."""
 from __future__ import annotations
 
+import filecmp
 import gzip
+import hashlib
+import io
+import lzma
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +15,10 @@ import pytest
 from PIL import Image
 
 from mobilemamba.data import DatasetError, load_folder_dataset
+from mobilemamba.data import prepare
 from mobilemamba.data.prepare import FASHION_MNIST_DIR, main, make_synthetic_jpeg_folder, prepare_fashion_mnist
+
+DEBIAN = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 
 
 def test_synthetic_folder_layout_and_idempotence(tmp_path):
@@ -61,11 +70,85 @@ def test_fashion_mnist_idx_files_become_a_jpeg_folder_with_a_per_class_limit(tmp
     assert Image.open(train.samples[0][0]).size == (28, 28)
 
 
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
-def test_fashion_mnist_from_the_debian_package_via_the_cli(tmp_path, capsys):
-    assert main(["fashion-mnist", str(tmp_path / "fm"), "--per-class", "2"]) == 0
+@DEBIAN
+def test_a_subset_larger_than_the_shipped_one_comes_from_the_debian_package(tmp_path, capsys):
+    assert main(["fashion-mnist", str(tmp_path / "fm"), "--per-class", "301", "--val-per-class", "2"]) == 0
     train, val = load_folder_dataset(tmp_path / "fm", num_classes=10)
-    assert len(train) == 20 and len(val) == 20
+    assert len(train) == 3010 and len(val) == 20
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network (every connection and name lookup fails) and no Debian package folder."""
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable (test guard)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(prepare, "FASHION_MNIST_DIR", tmp_path / "no_debian_package")
+
+
+def test_the_demo_data_is_prepared_offline_from_the_subset_shipped_with_the_package(offline, tmp_path, capsys):
+    """`make demo`'s first command, with no network and no Debian package: 10 classes x (300 train + 50 val) JPEGs."""
+    root = tmp_path / "fashion_mnist"
+    assert main(["fashion-mnist", str(root), "--per-class", "300", "--val-per-class", "50"]) == 0
+    assert "ready" in capsys.readouterr().out
+    train, val = load_folder_dataset(root, num_classes=10)
+    for split, per_class in ((train, 300), (val, 50)):
+        assert np.bincount([label for _, label in split.samples]).tolist() == [per_class] * 10
+        for path, _ in split.samples:
+            with Image.open(path) as img:
+                img.load()
+                assert img.format == "JPEG" and img.size == (28, 28) and img.mode == "L"
+
+
+def test_a_larger_subset_offline_names_every_other_source(offline, tmp_path):
+    with pytest.raises(DatasetError) as err:
+        prepare_fashion_mnist(tmp_path / "fm", per_class=301, val_per_class=50)
+    message = str(err.value)
+    assert "\n" not in message and "network unreachable (test guard)" in message
+    assert "--source DIR" in message and "dataset-fashion-mnist" in message and "download" in message
+    assert not (tmp_path / "fm").exists()
+
+
+def test_the_shipped_subset_matches_its_recorded_checksum():
+    """The file's arrays, read without the package's reader: 300 train / 50 val images of each class with the
+    index each has in the dataset's files, hashed in the documented order."""
+    with np.load(io.BytesIO(lzma.decompress(prepare.FASHION_MNIST_EMBEDDED.read_bytes()))) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    digest = hashlib.sha256()
+    for split, per_class in (("train", 300), ("val", 50)):
+        images, labels, index = arrays[f"{split}_images"], arrays[f"{split}_labels"], arrays[f"{split}_index"]
+        assert images.shape == (10 * per_class, 28, 28) and images.dtype == np.uint8
+        assert labels.tolist() == [c for c in range(10) for _ in range(per_class)]
+        assert all(np.all(np.diff(index[labels == c]) > 0) for c in range(10)), "the files' order within a class"
+        digest.update(images.tobytes() + labels.astype(np.uint8).tobytes() + index.astype("<i8").tobytes())
+    assert digest.hexdigest() == prepare.FASHION_MNIST_EMBEDDED_SHA256
+    assert (prepare.FASHION_MNIST_EMBEDDED.parent / "fashion_mnist_demo.LICENSE").read_text().count("MIT") >= 1
+
+
+def test_a_damaged_copy_of_the_shipped_subset_is_refused(tmp_path):
+    with np.load(io.BytesIO(lzma.decompress(prepare.FASHION_MNIST_EMBEDDED.read_bytes()))) as npz:
+        arrays = {k: npz[k].copy() for k in npz.files}
+    arrays["val_images"][0, 0, 0] ^= 1
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    damaged = tmp_path / "damaged.npz.xz"
+    damaged.write_bytes(lzma.compress(buffer.getvalue(), preset=0))
+    with pytest.raises(DatasetError, match="does not match its recorded checksum"):
+        prepare.read_embedded_subset(damaged)
+
+
+@DEBIAN
+def test_the_shipped_subset_is_the_real_data_and_writes_the_same_folder(tmp_path):
+    """Rebuilt from the Debian package's files it has the recorded checksum, and a subset that fits in it gives
+    the same JPEG files, byte for byte, as the package's files."""
+    assert prepare.write_embedded_subset(FASHION_MNIST_DIR, tmp_path / "rebuilt.npz.xz") == prepare.FASHION_MNIST_EMBEDDED_SHA256
+    shipped = prepare_fashion_mnist(tmp_path / "shipped", per_class=7, val_per_class=3)
+    debian = prepare_fashion_mnist(tmp_path / "debian", per_class=7, val_per_class=3, source=FASHION_MNIST_DIR)
+    files = sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*.jpg"))
+    assert len(files) == 100 and files == sorted(str(p.relative_to(debian)) for p in debian.rglob("*.jpg"))
+    assert filecmp.cmpfiles(shipped, debian, files, shallow=False)[0] == files
 
 
 def test_cli_synthetic(tmp_path, capsys):

@@ -114,6 +114,22 @@ def test_workers_and_persistent_workers_deliver_the_same_epoch(jpeg_folder):
         assert all(torch.equal(ya, yb) for (_, ya), (_, yb) in zip(a, b))
 
 
+def test_loader_workers_are_no_more_than_the_cpus_this_process_may_use(jpeg_folder, monkeypatch, caplog):
+    """data.workers=8 on a 2-CPU machine: 2 workers each for train and val, said once, and PyTorch's
+    'excessive worker creation' warning never fires."""
+    import warnings
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})  # what PyTorch's own check reads too
+    caplog.set_level("INFO", logger="mobilemamba.data.torch_loader")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, val = build_loaders(torch_cfg(jpeg_folder, workers=8), {"auto_augment": None}, **loader_kwargs())
+        assert train._loader.num_workers == val._loader.num_workers == 2
+        assert len(list(val)) == len(val) and next(iter(train))[0].shape == (4, 3, 32, 32)
+    assert [r.getMessage() for r in caplog.records if "loader workers" in r.getMessage()] == [
+        "data.workers=8, but this process may run on 2 CPUs: 2 loader workers"]
+
+
 def test_auto_loader_is_torch_on_a_cpu_device(jpeg_folder):
     train, _ = build_loaders(torch_cfg(jpeg_folder, loader="auto"), {}, **loader_kwargs())
     assert type(train).__name__ == "TorchLoader"

@@ -205,3 +205,16 @@ def test_miil_format_tresnet_checkpoint_is_converted_on_load(tmp_path):
     expected = timm.create_model("tresnet_m", num_classes=NUM_CLASSES)
     expected.load_state_dict(checkpoint_filter_fn(miil, expected))
     assert teacher.identity["weights_sha256"] == weights_sha256(expected)
+
+
+def test_the_teachers_class_count_is_told_without_building_it(tmp_path):
+    """What the engine compares with the student's before training: a timm architecture's head (built on the meta
+    device), its kwargs, distill.num_classes, or the recorded config of one of this project's checkpoints."""
+    from distill import teacher_num_classes
+
+    assert teacher_num_classes(dict(kind="soft", teacher="resnet10t")) == 1000
+    assert teacher_num_classes(dict(kind="soft", teacher="resnet10t", teacher_kwargs={"num_classes": 5})) == 5
+    assert teacher_num_classes(dict(kind="soft", teacher="resnet10t", num_classes=7)) == 7
+    torch.save({"config": {"model": {"name": "mobilemamba_t2"}, "data": {"num_classes": 3}}}, tmp_path / "ours.ckpt")
+    assert teacher_num_classes(dict(kind="soft", teacher=str(tmp_path / "ours.ckpt"))) == 3
+    assert teacher_num_classes(dict(kind="soft", teacher=str(tmp_path / "missing.ckpt"))) is None  # the build says why

@@ -82,6 +82,20 @@ def test_eval_py_on_the_fused_checkpoint(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_eval_py_takes_the_image_size_and_class_count_from_the_checkpoint(smoke_run, tmp_path, cache_dir):
+    """The smoke model trained at 32 px on 4 classes, evaluated as a T2 of its size on any image folder: no
+    model.img_size (T2's default is 192) and no data.num_classes (data=folder has none) on the command line."""
+    run_dir, env, _ = smoke_run
+    proc = _run([PY, str(REPO / "eval.py"), "model=t2", "+model.kwargs.embed_dim=[16,32,48]", "+model.kwargs.depth=[1,1,1]",
+                 "data=folder", f"data.root={cache_dir / 'smoke'}", f"checkpoint={run_dir / 'last.ckpt'}", "fuse=false",
+                 "throughput.iters=1", f"hydra.run.dir={tmp_path}"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["img_size"] == 32 and res["images"] == 32
+    assert "mobilemamba_t2 @32 (raw, unfused)" in proc.stdout
+
+
+@pytest.mark.slow
 def test_eval_py_reads_a_published_style_state_dict(smoke_run, tmp_path):
     run_dir, env, _ = smoke_run
     ck = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)
@@ -94,12 +108,18 @@ def test_eval_py_reads_a_published_style_state_dict(smoke_run, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_share_one_run_dir(tmp_path, subprocess_env):
-    """The default run dir outputs/<name> is the same on both ranks: one dir, one set of files, global batch 2x."""
+    """The default run dir outputs/<name> is the same on both ranks: one dir, one set of files, global batch 2x.
+    A warning that holds for every rank is shown once (fp16 on CPU, from each rank's model; a long warm-up, from
+    the config)."""
     torchrun = Path(PY).with_name("torchrun")
     args = [str(torchrun), "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-            str(REPO / "train.py"), "experiment=smoke", "name=ddp_smoke", "trainer.epochs=1", *QUICK]
+            str(REPO / "train.py"), "experiment=smoke", "name=ddp_smoke", "trainer.epochs=1", *QUICK,
+            "trainer.amp=fp16", "sched.warmup_epochs=0.5"]
     proc = _run(args, subprocess_env, cwd=tmp_path, timeout=570)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    output = proc.stdout + proc.stderr
+    assert output.count("trainer.amp=fp16 needs CUDA") == 1, output[-4000:]
+    assert output.count("sched.warmup_epochs=0.5 is longer than a third of the run") == 1, output[-4000:]
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["ddp_smoke"]
     run_dir = tmp_path / "outputs" / "ddp_smoke"
     summary = json.loads((run_dir / "run.json").read_text())

@@ -290,3 +290,83 @@ def test_worker_processes_started_by_a_loader_never_see_the_stop_signals():
     with stop_signals_blocked():
         assert set(STOP_SIGNALS) <= signal.pthread_sigmask(signal.SIG_BLOCK, [])  # inherited by a fork
     assert not set(STOP_SIGNALS) & signal.pthread_sigmask(signal.SIG_BLOCK, []), "the trainer's own mask is restored"
+
+
+# ------------------------------------------------------------------------------------------ console output
+def test_ranks_other_than_0_show_their_errors_and_their_own_warnings_only():
+    import io
+    import logging
+    import warnings
+
+    from mobilemamba.engine.distributed import RANK_SPECIFIC, quiet_other_ranks
+
+    log = logging.getLogger("mobilemamba.test_ranks")
+    shown = {}
+    for rank in (0, 1):
+        stream = io.StringIO()
+        root, saved = logging.getLogger(), logging.getLogger().handlers[:]
+        root.handlers = [logging.StreamHandler(stream)]  # this console alone (pytest's own handlers stay untouched)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                quiet_other_ranks(rank)
+                log.warning("the same on every rank")
+                log.warning("an unreadable image of this rank's shard", extra=RANK_SPECIFIC)
+                log.error("a crash")
+                warnings.warn("a library's warning")
+        finally:
+            root.handlers = saved
+        shown[rank] = stream.getvalue().splitlines() + [str(w.message) for w in caught]
+    assert shown[0] == ["the same on every rank", "an unreadable image of this rank's shard", "a crash",
+                        "a library's warning"]
+    assert shown[1] == ["an unreadable image of this rank's shard", "a crash"]
+
+
+def test_the_progress_bar_shows_one_eta_for_the_whole_run():
+    import io
+
+    from mobilemamba.engine.trainer import progress_bar
+
+    bar = progress_bar(total=10, initial=0, desc="[main] epoch 1/2", file=io.StringIO())
+    bar.update(4)
+    bar.set_postfix(loss="1.0", eta="0:01:00")
+    text = str(bar)
+    bar.close()
+    assert "4/10" in text and "eta=0:01:00" in text
+    assert "<" not in text, f"tqdm's own remaining time of the epoch is a second ETA: {text}"
+
+
+# ------------------------------------------------------------------------------------------ eval.py's defaults
+def test_eval_takes_the_image_size_and_class_count_from_the_checkpoint_unless_given(tmp_path, caplog):
+    """This project's checkpoints record their config (a T2 trained at 48 px on 4 classes is evaluated so); a
+    published one (weights only) gives its class count through its head and keeps the variant's resolution; a value
+    on the command line wins, and eval says so in one line."""
+    import logging
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    import mobilemamba
+    from mobilemamba.engine.evalrun import take_checkpoint_layout
+
+    state = mobilemamba.create_model("mobilemamba_t2", num_classes=4, embed_dim=(16, 32, 48), depth=(1, 1, 1)).state_dict()
+    ours, published = tmp_path / "last.ckpt", tmp_path / "published.pth"
+    torch.save({"model": state, "ema": state, "config": {"model": {"name": "mobilemamba_t2", "img_size": 48},
+                                                          "data": {"num_classes": 4}}}, ours)
+    torch.save(state, published)
+
+    def composed(*overrides):
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+            return compose("eval", overrides=["model=t2", "data=folder", *overrides])
+
+    cfg = composed(f"checkpoint={ours}", "ema=true")
+    take_checkpoint_layout(cfg)
+    assert (cfg.model.img_size, cfg.data.num_classes) == (48, 4)
+    cfg = composed(f"checkpoint={published}")
+    take_checkpoint_layout(cfg)
+    assert (cfg.model.img_size, cfg.data.num_classes) == (192, 4)
+    cfg = composed(f"checkpoint={ours}", "model.img_size=64")
+    with caplog.at_level(logging.INFO, logger="mobilemamba.engine"):
+        take_checkpoint_layout(cfg, {"model", "model.img_size", "checkpoint"})
+    assert (cfg.model.img_size, cfg.data.num_classes) == (64, 4)
+    assert [r.getMessage() for r in caplog.records] == ["model.img_size=64 from the command line overrides the checkpoint's 48"]

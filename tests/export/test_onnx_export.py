@@ -99,6 +99,22 @@ def test_build_export_model_reads_classes_and_fusion_from_the_checkpoint(tmp_pat
             assert torch.allclose(model(x), expected, atol=1e-4)
 
 
+def test_the_export_resolution_is_the_checkpoints_training_resolution_unless_given(tmp_path):
+    """This project's checkpoints record their config: a T2 trained at 32 px exports at 32 px; an explicit img_size
+    wins with a one-line warning; a published checkpoint (weights only) keeps the variant's 192."""
+    from mobilemamba.export.core import export_img_size
+
+    state = mobilemamba.create_model("mobilemamba_t2", num_classes=10, **TINY).state_dict()
+    ours, published = tmp_path / "last.ckpt", tmp_path / "published.pth"
+    torch.save({"model": state, "config": {"model": {"name": "mobilemamba_t2", "img_size": 32}}}, ours)
+    torch.save(state, published)
+    assert export_img_size("mobilemamba_t2", ours, False, None) == (32, "checkpoint", 32)
+    assert export_img_size("mobilemamba_t2", published, False, None) == (192, "variant", None)
+    assert export_img_size("mobilemamba_t2", None, False, None) == (192, "variant", None)
+    with pytest.warns(UserWarning, match=r"^img_size=64 overrides the resolution the checkpoint was trained at \(32\)$"):
+        assert export_img_size("mobilemamba_t2", ours, False, 64) == (64, "argument", 32)
+
+
 def test_command_line_arguments_are_key_value_with_one_line_errors():
     args = parse_args(["model=b1", "checkpoint=/x.pth", "opset=17", "dynamic_batch=false", "img_size=224"])
     assert args["model"] == "mobilemamba_b1" and args["checkpoint"] == "/x.pth"

@@ -5,9 +5,9 @@
 Every file under ``ROOT/<split>/<class>/`` is classified: ``ok`` (a readable JPEG), ``non_jpeg`` (readable but
 not JPEG: the torch loader reads it, DALI decodes JPEG on the GPU and other formats only on the CPU),
 ``unreadable`` (PIL cannot open or fully decode it: truncated, corrupt, not an image at all) or ``ignored``
-(no image extension; no loader lists it). The exclusion list (default ``ROOT/.mobilemamba_exclude.txt``,
-picked up automatically by ``build_loaders``) holds the unreadable files, plus the non-JPEG ones with
-``--exclude-non-jpeg``. Exit status: 0 when nothing is unreadable, 1 otherwise.
+(no image extension; no loader lists it). Only with ``--write-exclude`` (or ``--out``) does it write the exclusion
+list (default ``ROOT/.mobilemamba_exclude.txt``, picked up automatically by ``build_loaders``): the unreadable
+files, plus the non-JPEG ones with ``--exclude-non-jpeg``. Exit status: 0 when nothing is unreadable, 1 otherwise.
 """
 from __future__ import annotations
 
@@ -154,7 +154,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         excluded = write_exclude_file(report, path, non_jpeg=args.exclude_non_jpeg)
         print(f"\nwrote {len(excluded)} excluded files to {path}")
     elif report.problems["unreadable"]:
-        print(f"\nrun again with --write-exclude to write ROOT/{EXCLUDE_FILENAME} (the loaders honour it)")
+        print(f"\nnothing written: run again with --write-exclude to write ROOT/{EXCLUDE_FILENAME}, the list of files "
+              f"both loaders skip")
     return 1 if report.problems["unreadable"] else 0
 
 

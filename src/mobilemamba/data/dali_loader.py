@@ -43,7 +43,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .base import BatchLoader
+from .base import BatchLoader, usable_cpus
 from .config import DALI_HW_DECODER_LOAD, DALI_RANDAUGS, AugParams
 from .batch_randaug import BatchRandAugment
 from .erasing import BatchRandomErasing
@@ -505,9 +505,8 @@ def _randaug_interpolation(aug: AugParams) -> str:
 
 
 def default_threads(world_size: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or 1)
-    return max(1, cores // max(1, local))
+    return max(1, usable_cpus() // max(1, local))
 
 
 def auto_thread(device: torch.device, torch_randaug: bool) -> bool:

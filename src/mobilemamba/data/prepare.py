@@ -7,17 +7,21 @@ ranks of a job, or repeated ``make demo`` runs, may call it).
 CLI::
 
     python -m mobilemamba.data.prepare synthetic ROOT [--classes 4 --per-class-train 16 --per-class-val 8 --size 48]
-    python -m mobilemamba.data.prepare fashion-mnist ROOT [--per-class N]
+    python -m mobilemamba.data.prepare fashion-mnist ROOT [--per-class N] [--val-per-class M] [--source DIR]
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
+import io
 import json
+import lzma
 import os
 import shutil
 import tempfile
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -124,6 +128,32 @@ def make_synthetic_jpeg_folder(
 
 # ---------------------------------------------------------------- Fashion-MNIST
 
+# A subset shipped with the package, so that the demo needs no network: the first 300 train and the first 50 test
+# images of each class in the files' order (what `make demo` uses), as an xz-compressed .npz; licence and source
+# in fashion_mnist_demo.LICENSE beside it. The checksum covers the arrays, not the compressed bytes.
+FASHION_MNIST_EMBEDDED = Path(__file__).with_name("fashion_mnist_demo.npz.xz")
+FASHION_MNIST_EMBEDDED_PER_CLASS = {"train": 300, "val": 50}
+FASHION_MNIST_EMBEDDED_SHA256 = "039ceef7772797ea02900404d0480da2048b8ebd1a4b4d984774d80bd2355217"
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N x 28 x 28 uint8), their labels and their index in the dataset's file, class by class."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    index: np.ndarray
+
+    def first_per_class(self, limit: Optional[int]) -> "Split":
+        keep = _first_per_class(self.labels, limit)
+        return Split(self.images[keep], self.labels[keep], self.index[keep])
+
+
+def _first_per_class(labels: np.ndarray, limit: Optional[int]) -> np.ndarray:
+    """Positions of the first ``limit`` images of each class (all with None), class by class."""
+    return np.concatenate([np.flatnonzero(labels == c)[:limit] for c in range(len(FASHION_MNIST_CLASSES))])
+
 
 def _read_idx(path: Path) -> np.ndarray:
     """An IDX (MNIST format) array from a .gz file."""
@@ -134,29 +164,86 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _fashion_mnist_sources(cache: Path, source: Optional[Path]) -> dict[str, tuple[Path, Path]]:
-    """Paths of the four .gz files: from ``source``, the Debian package folder, or downloaded to ``cache``."""
-    src = source or (FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else None)
+def _read_files(folder: Path, limits: dict[str, Optional[int]]) -> dict[str, Split]:
+    """The first ``limits[split]`` images per class from the four .gz files in ``folder``."""
     out = {}
     for split, names in FASHION_MNIST_FILES.items():
-        paths = []
-        for name in names:
-            if src is not None:
-                p = src / name
-                if not p.is_file():
-                    raise DatasetError(f"Fashion-MNIST file {p} is missing")
-            else:
-                cache.mkdir(parents=True, exist_ok=True)
-                p = cache / name
-                if not p.is_file():
-                    try:
-                        urllib.request.urlretrieve(FASHION_MNIST_URL + name, p.with_suffix(".part"))
-                    except OSError as e:
-                        raise DatasetError(f"cannot download {FASHION_MNIST_URL + name}: {e}") from None
-                    os.replace(p.with_suffix(".part"), p)
-            paths.append(p)
-        out[split] = (paths[0], paths[1])
+        img_path, lbl_path = (folder / name for name in names)
+        for path in (img_path, lbl_path):
+            if not path.is_file():
+                raise DatasetError(f"Fashion-MNIST file {path} is missing")
+        labels = _read_idx(lbl_path)
+        index = _first_per_class(labels, limits[split])
+        out[split] = Split(_read_idx(img_path)[index], labels[index], index)
     return out
+
+
+def subset_sha256(splits: dict[str, Split]) -> str:
+    """sha256 over the images, labels and indices of train then val, as raw bytes (indices little-endian int64)."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        s = splits[split]
+        for array in (s.images.astype(np.uint8), s.labels.astype(np.uint8), s.index.astype("<i8")):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def write_embedded_subset(source: str | os.PathLike, path: str | os.PathLike = FASHION_MNIST_EMBEDDED) -> str:
+    """Write the shipped subset file from a folder with the four .gz files; returns its checksum."""
+    splits = _read_files(Path(source), FASHION_MNIST_EMBEDDED_PER_CLASS)
+    arrays = {f"{split}_{field}": getattr(s, field) for split, s in splits.items() for field in ("images", "labels", "index")}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    Path(path).write_bytes(lzma.compress(buffer.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+    return subset_sha256(splits)
+
+
+def read_embedded_subset(path: str | os.PathLike = FASHION_MNIST_EMBEDDED) -> dict[str, Split]:
+    """The shipped subset, checked against its recorded checksum."""
+    try:
+        with np.load(io.BytesIO(lzma.decompress(Path(path).read_bytes()))) as npz:
+            splits = {split: Split(*(npz[f"{split}_{field}"] for field in ("images", "labels", "index")))
+                      for split in SPLITS}
+    except (OSError, lzma.LZMAError, KeyError, ValueError) as e:
+        raise DatasetError(f"cannot read the Fashion-MNIST subset shipped with the package ({path}): {e}") from None
+    if subset_sha256(splits) != FASHION_MNIST_EMBEDDED_SHA256:
+        raise DatasetError(f"{path} does not match its recorded checksum (a damaged copy: reinstall the package)")
+    return splits
+
+
+def _fits_embedded(limits: dict[str, Optional[int]]) -> bool:
+    return all(limits[s] is not None and limits[s] <= n for s, n in FASHION_MNIST_EMBEDDED_PER_CLASS.items())
+
+
+def _download(cache: Path, limits: dict[str, Optional[int]]) -> Path:
+    """The four .gz files downloaded into ``cache`` (kept for the next call); the error names the other sources."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in (n for pair in FASHION_MNIST_FILES.values() for n in pair):
+        path = cache / name
+        if path.is_file():
+            continue
+        try:
+            urllib.request.urlretrieve(FASHION_MNIST_URL + name, path.with_suffix(".part"))
+        except OSError as e:
+            wanted = f"{limits['train'] or 'all'} train / {limits['val'] or 'all'} val images per class"
+            shipped = "{train} / {val}".format(**FASHION_MNIST_EMBEDDED_PER_CLASS)
+            raise DatasetError(
+                f"{wanted} is more than the subset shipped with the package ({shipped}) and the download of "
+                f"{FASHION_MNIST_URL + name} failed ({e}): give a local copy with --source DIR (a folder with the "
+                f"four .gz files) or install the Debian package dataset-fashion-mnist ({FASHION_MNIST_DIR})"
+            ) from None
+        os.replace(path.with_suffix(".part"), path)
+    return cache
+
+
+def fashion_mnist_splits(limits: dict[str, Optional[int]], source: Optional[Path], cache: Path) -> dict[str, Split]:
+    """The images to write, from the first of: ``source``; the shipped subset (when ``limits`` fit in it); the
+    Debian package folder; a download into ``cache``."""
+    if source is None and _fits_embedded(limits):
+        return {split: s.first_per_class(limits[split]) for split, s in read_embedded_subset().items()}
+    if source is None:
+        source = FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else _download(cache, limits)
+    return _read_files(source, limits)
 
 
 def prepare_fashion_mnist(
@@ -168,24 +255,23 @@ def prepare_fashion_mnist(
     """Write Fashion-MNIST (28x28 grey) as a JPEG folder: train 60k → ``train/``, test 10k → ``val/``.
 
     ``per_class`` keeps the first N train images of each class (``val_per_class`` the first M val images,
-    default: the same N); ``None`` keeps all. Source: ``source``, else ``/usr/share/datasets/fashion-mnist``
-    (Debian package ``dataset-fashion-mnist``), else a download from the dataset's public address.
+    default: the same N); ``None`` keeps all. Images come from ``source``, else from the subset shipped with the
+    package when it holds enough (300 train / 50 val per class), else from ``/usr/share/datasets/fashion-mnist``
+    (Debian package ``dataset-fashion-mnist``), else from a download; every source writes the same files.
     """
     root = Path(root)
     val_per_class = val_per_class if val_per_class is not None else per_class
     params = dict(kind="fashion-mnist", per_class=per_class, val_per_class=val_per_class)
+    limits = {"train": per_class, "val": val_per_class}
 
     def write(tmp: Path) -> None:
-        sources = _fashion_mnist_sources(root.parent / ".fashion_mnist_download", Path(source) if source else None)
-        for split, (img_path, lbl_path) in sources.items():
-            images, labels = _read_idx(img_path), _read_idx(lbl_path)
-            limit = per_class if split == "train" else val_per_class
-            for c, name in enumerate(FASHION_MNIST_CLASSES):
-                d = tmp / split / name
-                d.mkdir(parents=True)
-                idx = np.flatnonzero(labels == c)[:limit]
-                for i in idx:
-                    Image.fromarray(images[i]).save(d / f"{split}_{i:05d}.jpg", quality=95)
+        splits = fashion_mnist_splits(limits, Path(source) if source else None, root.parent / ".fashion_mnist_download")
+        for split, s in splits.items():
+            for name in FASHION_MNIST_CLASSES:
+                (tmp / split / name).mkdir(parents=True)
+            for image, label, i in zip(s.images, s.labels, s.index):
+                Image.fromarray(image).save(tmp / split / FASHION_MNIST_CLASSES[label] / f"{split}_{i:05d}.jpg",
+                                            quality=95)
 
     return _write_atomically(root, params, write)
 
@@ -204,7 +290,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     f.add_argument("root")
     f.add_argument("--per-class", type=int, default=None, help="train images per class (default: all 6000)")
     f.add_argument("--val-per-class", type=int, default=None, help="val images per class (default: --per-class)")
-    f.add_argument("--source", default=None, help="folder with the four .gz files")
+    f.add_argument("--source", default=None,
+                   help="folder with the four .gz files (default: the subset shipped with the package when it holds "
+                        f"enough, else {FASHION_MNIST_DIR} from Debian's dataset-fashion-mnist, else a download)")
     args = ap.parse_args(argv)
     try:
         if args.what == "synthetic":

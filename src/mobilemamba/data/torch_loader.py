@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from .base import BatchLoader, stop_signals_blocked, to_device
+from .base import BatchLoader, stop_signals_blocked, to_device, usable_cpus
 from .config import AugParams
 from .folder import DatasetError, FolderSplit
 from .sampling import too_small_message, train_batches, train_batches_per_epoch, val_batches
@@ -103,7 +103,8 @@ class SafeImageDataset(Dataset):
             try:
                 img = load_rgb(path)
             except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
-                log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+                log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e,
+                            extra={"rank_specific": True})  # engine.distributed.RANK_SPECIFIC: each rank's shard
                 continue
             if self.transform is not None:
                 img = self.transform(img)
@@ -239,6 +240,10 @@ def build_torch_loaders(
     workers: int,
     pin_memory: bool,
 ) -> tuple[TorchLoader, TorchLoader]:
+    cpus = usable_cpus()
+    if workers > cpus:  # more would only compete for the same cores (PyTorch warns about it)
+        log.info("data.workers=%d, but this process may run on %d CPUs: %d loader workers", workers, cpus, cpus)
+        workers = cpus
     train_ds = SafeImageDataset(train.samples, build_train_transform(img_size, aug, mean, std))
     val_ds = SafeImageDataset(val.samples, build_eval_transform(img_size, mean, std, crop_pct, interpolation),
                               replace=False)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from .checkpoint import CheckpointLoadError, CheckpointSaveError
 from .config import ConfigError, lr_plan, resolve_phases, validate_train_config
@@ -32,18 +34,6 @@ __all__ = [
 ]
 
 
-def _quiet_other_ranks(rank: int) -> None:
-    """Rank 0 alone logs to the console and to the run's log file; other ranks keep warnings on stderr."""
-    if rank == 0:
-        return
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if isinstance(h, logging.FileHandler):
-            root.removeHandler(h)
-        else:
-            h.setLevel(logging.WARNING)
-
-
 def prepare_generated_data(cfg: DictConfig, is_main: bool) -> None:
     """data.generate: write the synthetic JPEG folder once (the data layer writes it atomically)."""
     gen = cfg.data.get("generate")
@@ -56,10 +46,14 @@ def prepare_generated_data(cfg: DictConfig, is_main: bool) -> None:
                                per_class_val=int(gen.per_class_val), size=int(gen.size))  # atomic, written once
 
 
-def _error_exit(kind: str, exc: BaseException, code: int) -> None:
+def error_exit(kind: str, exc: BaseException, code: int) -> None:
+    """One line on stderr, and the same in the run's log file (not on the console a second time)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     print(f"error: {text}", file=sys.stderr, flush=True)
-    log.error("%s: %s", kind, text)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s", (kind, text), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     raise SystemExit(code)
 
 
@@ -71,11 +65,13 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        validate_train_config(cfg, world_size)
-    except ConfigError as exc:
-        _error_exit("config", exc, EXIT_BAD_INPUT)
+        warnings_found = validate_train_config(cfg, world_size)
+    except (ConfigError, OmegaConfBaseException) as exc:  # OmegaConf: a mandatory value (???) left unset, ...
+        error_exit("config", exc, EXIT_BAD_INPUT)
     env = D.init_distributed(str(cfg.trainer.get("device", "auto")))
-    _quiet_other_ranks(env.rank)
+    D.quiet_other_ranks(env.rank)
+    for text in warnings_found if env.is_main else ():
+        log.warning("%s", text)
     try:
         prepare_generated_data(cfg, env.is_main)
         D.barrier()
@@ -88,29 +84,30 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         log.warning("stopped at once by a second SIGINT; last.ckpt holds the last checkpoint written")
         raise SystemExit(EXIT_INTERRUPTED)
     except NonFiniteError as exc:
-        _error_exit("non-finite", exc, EXIT_NONFINITE)
+        error_exit("non-finite", exc, EXIT_NONFINITE)
     except CheckpointSaveError as exc:
-        _error_exit(type(exc).__name__, exc, EXIT_FAILED)
-    except (ConfigError, CheckpointLoadError) as exc:
-        _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+        error_exit(type(exc).__name__, exc, EXIT_FAILED)
+    except (ConfigError, CheckpointLoadError, OmegaConfBaseException) as exc:
+        error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
     except Exception as exc:
         if type(exc).__name__ in ("DatasetError", "DistillConfigError", "TeacherError", "CheckpointError"):
-            _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+            error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
         raise
     finally:
         D.destroy_distributed()
     return {}
 
 
-def run_eval(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+def run_eval(cfg: DictConfig, out_dir: str | os.PathLike, explicit: Iterable[str] = ()) -> dict[str, Any]:
+    """eval.py's work; `explicit`: the keys set on the command line (they win over what the checkpoint records)."""
     from .evalrun import evaluate_checkpoint
 
     try:
-        return evaluate_checkpoint(cfg, Path(out_dir))
-    except (ConfigError, CheckpointLoadError) as exc:
-        _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+        return evaluate_checkpoint(cfg, Path(out_dir), set(explicit))
+    except (ConfigError, CheckpointLoadError, OmegaConfBaseException) as exc:
+        error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
     except Exception as exc:
         if type(exc).__name__ in ("DatasetError", "CheckpointError"):
-            _error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
+            error_exit(type(exc).__name__, exc, EXIT_BAD_INPUT)
         raise
     return {}

@@ -1,14 +1,17 @@
 """Reading the composed config: validation (one-line errors naming the key), lr scaling, phases, eval cadence."""
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
+from ..data.config import DataParams
 from ..models.compiling import COMPILE_MODES
 
 AMP_MODES = ("fp16", "bf16", "none")
@@ -99,6 +102,7 @@ def resolve_phases(cfg: DictConfig) -> list[Phase]:
     top = plain(cfg.get("distill"))
     raw = plain(cfg.trainer.get("phases"))
     if raw is None:
+        _positive(cfg, "trainer.epochs", integer=True)
         raw = [{"name": "main", "epochs": int(cfg.trainer.epochs), "distill": None}]
     if not isinstance(raw, list) or not raw:
         raise ConfigError("trainer.phases must be a non-empty list of {name, epochs, distill, overrides}")
@@ -135,7 +139,65 @@ def resolve_phases(cfg: DictConfig) -> list[Phase]:
                 grad_clip=ov.get("grad_clip"),
             )
         )
+    if cfg.trainer.get("phases") is not None:
+        _check_epochs_unused(cfg.trainer.get("epochs"), phases)
     return phases
+
+
+def _check_epochs_unused(epochs: Any, phases: list[Phase]) -> None:
+    """With trainer.phases the phases decide the run's length: a trainer.epochs that disagrees would be ignored."""
+    total = sum(ph.epochs for ph in phases)
+    if epochs is None or epochs == total:
+        return
+    each = " ".join(f"trainer.phases.{i}.epochs={ph.epochs}" for i, ph in enumerate(phases))
+    raise ConfigError(
+        f"trainer.epochs={epochs} is not used: trainer.phases decide the run's length ({total} epochs); "
+        f"set the length of each phase instead, e.g. {each}"
+    )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Phases under one cosine: a segment starts at phase 0 and at every phase with schedule=restart."""
+
+    first: int  # index of its first phase
+    last: int  # index of its last phase (inclusive)
+    epochs: int
+    warmup_epochs: float
+    warmup_key: str  # the config key its warm-up comes from
+
+
+def schedule_segments(phases: list[Phase], warmup_epochs: float) -> list[Segment]:
+    """The cosine segments of a run; `warmup_epochs` is sched.warmup_epochs (a restarted phase may override it)."""
+    starts = [i for i, ph in enumerate(phases) if i == 0 or ph.schedule == "restart"]
+    segments = []
+    for j, first in enumerate(starts):
+        last = (starts[j + 1] if j + 1 < len(starts) else len(phases)) - 1
+        own = phases[first].warmup_epochs
+        segments.append(Segment(
+            first, last, sum(ph.epochs for ph in phases[first:last + 1]),
+            float(warmup_epochs if own is None else own),
+            "sched.warmup_epochs" if own is None else f"trainer.phases.{first}.overrides.warmup_epochs",
+        ))
+    return segments
+
+
+def check_warmup(cfg: DictConfig, phases: list[Phase]) -> list[str]:
+    """Warm-up longer than the stretch of training it starts is an error (the lr would never leave it);
+    longer than a third of it, a warning (returned)."""
+    warnings = []
+    for seg in schedule_segments(phases, cfg.sched.warmup_epochs):
+        if cfg.trainer.get("phases") is None:
+            length = f"trainer.epochs={seg.epochs}"
+        else:
+            length = " + ".join(f"trainer.phases.{i}.epochs={phases[i].epochs}" for i in range(seg.first, seg.last + 1))
+        said = f"{seg.warmup_key}={seg.warmup_epochs:g} is longer than"
+        if seg.warmup_epochs > seg.epochs:
+            raise ConfigError(f"{said} the run ({length}): the lr would never leave warm-up; set {seg.warmup_key} "
+                              f"to a third of the run or less (e.g. {seg.warmup_key}={seg.epochs / 3:.2g})")
+        if seg.warmup_epochs > seg.epochs / 3:
+            warnings.append(f"{said} a third of the run ({length}): most of it is spent warming up")
+    return warnings
 
 
 def should_evaluate(epoch: int, last_epoch_of_phase: bool, every: int, every_from: int) -> bool:
@@ -192,8 +254,8 @@ def _positive(cfg: DictConfig, key: str, *, integer: bool = False, allow_zero: b
         raise ConfigError(f"{key} must be {kind} {'integer' if integer else 'number'}, got {value!r}")
 
 
-def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: bool = True) -> None:
-    """Every check that can fail before any work: raises ConfigError naming the key."""
+def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: bool = True) -> list[str]:
+    """Every check that can fail before any work: raises ConfigError naming the key; returns the warnings."""
     for key in ("model", "data", "optim", "sched", "aug", "trainer"):
         if key not in cfg:
             raise ConfigError(f"config group '{key}' is missing")
@@ -212,7 +274,6 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     _positive(cfg, "data.eval_batch_size", integer=True)
     _positive(cfg, "data.num_classes", integer=True)
     _positive(cfg, "trainer.accum_steps", integer=True)
-    _positive(cfg, "trainer.epochs", integer=True)
     _positive(cfg, "trainer.ema_decay", allow_zero=True)
     _positive(cfg, "trainer.max_nonfinite", integer=True)
     if OmegaConf.select(cfg, "trainer.profile") is not None:
@@ -228,9 +289,10 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     mixing = float(cfg.aug.get("mixup", 0) or 0) > 0 or float(cfg.aug.get("cutmix", 0) or 0) > 0
     if mixing and int(cfg.data.batch_size) % 2:
         raise ConfigError(f"data.batch_size must be even with mixup/cutmix (timm Mixup), got {cfg.data.batch_size}")
-    resolve_phases(cfg)
+    warnings = check_warmup(cfg, resolve_phases(cfg))
     if check_paths:
         check_data_paths(cfg.data)
+    return warnings
 
 
 def compile_how(value: Any) -> str | None:
@@ -275,3 +337,61 @@ def check_data_paths(data_cfg: DictConfig) -> None:
         raise ConfigError("data.root is not set (pass data.root=/path/to/dataset)")
     if not Path(str(root)).exists() and not data_cfg.get("generate"):
         raise ConfigError(f"data.root: dataset path does not exist: {root}")
+
+
+# ----------------------------------------------------------------------------------------------- known keys
+KeyTree = dict[str, Any]  # key -> KeyTree of its known sub-keys, or None: any value (a leaf, or a free-form mapping)
+
+
+def _merge_keys(tree: KeyTree, node: Mapping[str, Any]) -> None:
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value and (key not in tree or tree[key] is not None):
+            _merge_keys(tree.setdefault(key, {}), value)
+        else:  # a leaf in one option, or an empty mapping (model.kwargs): what lies below is free-form
+            tree[key] = None
+
+
+def _config_file(path: Path) -> dict[str, Any]:
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return {k: v for k, v in (node or {}).items() if k not in ("defaults", "hydra")}
+
+
+def known_keys(conf_dirs: Iterable[str | Path], config_name: str, groups: Iterable[str]) -> KeyTree:
+    """Every key the config can hold: the primary file's, and for each group the union of its options' keys
+    (plus the data keys the data layer reads without a file naming them, e.g. data.exclude_file)."""
+    tree: KeyTree = {}
+    groups = set(groups)
+    for conf in map(Path, conf_dirs):
+        if (conf / f"{config_name}.yaml").is_file():
+            _merge_keys(tree, _config_file(conf / f"{config_name}.yaml"))
+        for group in groups:
+            for option in sorted((conf / group).glob("*.yaml")):
+                if "@package _global_" not in option.read_text().split("\n", 1)[0]:
+                    _merge_keys(tree.setdefault(group, {}), _config_file(option))
+    if isinstance(tree.get("data"), dict):
+        _merge_keys(tree["data"], {f.name: None for f in fields(DataParams)})
+    return tree
+
+
+def unknown_keys(node: Mapping[str, Any], tree: KeyTree, prefix: str = "") -> list[tuple[str, str | None]]:
+    """(key, the nearest known key or None) for each key of `node` (a composed config as a plain mapping) that
+    `tree` does not know."""
+    found: list[tuple[str, str | None]] = []
+    for key, value in node.items():
+        if key not in tree:
+            near = difflib.get_close_matches(str(key), [str(k) for k in tree], n=1)
+            found.append((f"{prefix}{key}", f"{prefix}{near[0]}" if near else None))
+        elif tree[key] is not None and isinstance(value, Mapping):
+            found += unknown_keys(value, tree[key], f"{prefix}{key}.")
+    return found
+
+
+def check_known_keys(cfg: DictConfig, tree: KeyTree) -> None:
+    """A key no config file defines (a typo, or `+key=...`) would be silently ignored: refuse it."""
+    found = unknown_keys(OmegaConf.to_container(cfg, resolve=False), tree)
+    if found:
+        raise ConfigError(no_such_key(*found[0]) + (f"; also {', '.join(k for k, _ in found[1:])}" if found[1:] else ""))
+
+
+def no_such_key(key: str, near: str | None) -> str:
+    return f"{key}: no such config key" + (f" (did you mean {near}?)" if near else "")

@@ -4,8 +4,10 @@ Every helper is a no-op (or the identity) in a single process, so the loop reads
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +33,32 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+# `log.warning(..., extra=RANK_SPECIFIC)`: a warning about this rank alone, shown by every rank (see quiet_other_ranks)
+RANK_SPECIFIC = {"rank_specific": True}
+
+
+class _OwnProblemsOnly(logging.Filter):
+    """What a rank other than 0 shows: errors, and warnings about itself alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or bool(getattr(record, "rank_specific", False))
+
+
+def quiet_other_ranks(rank: int) -> None:
+    """Rank 0 alone logs to the console and to the run's log file, every warning once; other ranks show their
+    errors and the warnings logged with `extra=RANK_SPECIFIC` (e.g. an unreadable image of their shard)."""
+    if rank == 0:
+        return
+    warnings.simplefilter("ignore")  # library warnings are the same on every rank: rank 0 shows them
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+        else:
+            h.setLevel(logging.WARNING)
+            h.addFilter(_OwnProblemsOnly())
 
 
 def _export_slurm_env() -> None:

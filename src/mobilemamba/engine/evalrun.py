@@ -6,13 +6,15 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import distributed as D
+from ..models.checkpoint import checkpoint_layout
 from .config import ConfigError, build_model, check_data_paths, check_model
 from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, max_abs_diff, rng_neutral_iter, throughput
 
@@ -43,8 +45,23 @@ def _left_out(res: dict[str, Any]) -> str:
     return f" ({res['skipped']} unreadable left out)" if res["skipped"] else ""
 
 
-def evaluate_checkpoint(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+def take_checkpoint_layout(cfg: DictConfig, explicit: Iterable[str] = ()) -> None:
+    """model.img_size and data.num_classes as the checkpoint has them (the resolution its recorded config names,
+    the class count its head has), unless given on the command line (`explicit`): that is said in one line."""
+    layout = checkpoint_layout(str(cfg.checkpoint), ema=bool(cfg.ema))
+    for key, found in (("model.img_size", layout.img_size), ("data.num_classes", layout.num_classes or None)):
+        if found is None:
+            continue  # a published checkpoint records no resolution: the variant's stays
+        given = OmegaConf.select(cfg, key)
+        if key not in explicit:
+            OmegaConf.update(cfg, key, found)
+        elif given != found:
+            log.info("%s=%s from the command line overrides the checkpoint's %s", key, given, found)
+
+
+def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, explicit: Iterable[str] = ()) -> dict[str, Any]:
     _validate(cfg)
+    take_checkpoint_layout(cfg, explicit)
     env = D.init_distributed(str(cfg.get("device", "auto")))
     try:
         with ieee_fp32(enabled=not cfg.get("tf32", False)):

@@ -9,7 +9,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
-from .config import ConfigError, LrPlan, Phase
+from .config import ConfigError, LrPlan, Phase, schedule_segments
 
 
 def reference_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -101,14 +101,10 @@ class PhasedSchedule:
 
     def _segments(self) -> list[tuple[int, int, int, int]]:
         """(first phase, start update, updates, warmup updates) per segment."""
-        starts = [i for i, ph in enumerate(self.phases) if i == 0 or ph.schedule == "restart"]
         segs = []
-        for j, first in enumerate(starts):
-            last = (starts[j + 1] if j + 1 < len(starts) else len(self.phases)) - 1
-            begin, end = self.phase_start[first], self.phase_start[last + 1]
-            ph = self.phases[first]
-            warm_ep = self.cfg.warmup_epochs if ph.warmup_epochs is None else ph.warmup_epochs
-            segs.append((first, begin, end - begin, int(round(float(warm_ep) * self.upe))))
+        for seg in schedule_segments(self.phases, self.cfg.warmup_epochs):
+            begin, end = self.phase_start[seg.first], self.phase_start[seg.last + 1]
+            segs.append((seg.first, begin, end - begin, int(round(seg.warmup_epochs * self.upe))))
         return segs
 
     def segment_of(self, phase_idx: int) -> int:

@@ -100,6 +100,7 @@ class Trainer:
     def build(self) -> "Trainer":
         cfg, t, env = self.cfg, self.t, self.env
         D.set_deterministic(bool(t.deterministic), self.device)
+        self._check_teacher_classes()
         D.seed_everything(int(cfg.seed))  # identical initial weights on every rank
         self.model = self._build_model()
         pc = dict(getattr(self.model, "pretrained_cfg", {}) or {})
@@ -251,6 +252,20 @@ class Trainer:
                         distill=(ph.distill or {}).get("kind"), lr_scale=ph.lr_scale)
         log.info("phase %d/%d '%s': epochs %d-%d, distill=%s", p + 1, len(self.phases), ph.name,
                  self.phase_epoch_start[p] + 1, self.phase_epoch_start[p + 1], (ph.distill or {}).get("kind", "none"))
+
+    def _check_teacher_classes(self) -> None:
+        """A teacher predicting another number of classes than the student would fail at its first update."""
+        import distill
+
+        student = int(self.cfg.data.num_classes)
+        for ph in self.phases:
+            found = distill.teacher_num_classes(ph.distill) if ph.distill is not None else None
+            if found is not None and found != student:
+                raise distill.DistillConfigError(
+                    f"distill.teacher {ph.distill.get('teacher')!r} predicts {found} classes, the student "
+                    f"data.num_classes={student}: use a teacher trained on this dataset, or set "
+                    f"distill.num_classes={student} (a timm teacher with a new head)"
+                )
 
     def teacher_identity(self) -> dict[str, Any] | None:
         return getattr(self.teacher, "identity", None) if self.teacher is not None else None
@@ -471,7 +486,8 @@ class Trainer:
         self._located = True
         site = locate_nonfinite(self.model, self._last_inputs, self.autocast)
         what = site.describe() if site is not None else "the forward is finite on a rerun (the loss or a kernel's nondeterminism?)"
-        log.warning("non-finite loss at update %d: %s", self.update + 1, what)
+        log.warning("non-finite loss at update %d on rank %d: %s", self.update + 1, self.env.rank, what,
+                    extra=D.RANK_SPECIFIC)
         self.logger.log("event", event="nonfinite_site", iteration=self.update + 1, rank=self.env.rank,
                         **({"module": site.module, "module_class": site.module_class, "dtype": site.dtype,
                             "input_absmax": site.input_absmax, "inputs_finite": site.inputs_finite} if site else {}))
@@ -814,18 +830,27 @@ class Trainer:
     def _progress_bar(self, p: int):
         if not (self.env.is_main and self.t.get("progress", True)):
             return None
-        import sys
-
-        from tqdm import tqdm
-
-        tty = sys.stderr.isatty()  # in a log file, a line every 30 s instead of a redraw every second
-        return tqdm(total=self.upe, initial=self.batch // self.accum, desc=f"[{self.phases[p].name}] epoch {self.epoch + 1}/{self.total_epochs}",
-                    leave=not tty, dynamic_ncols=True, mininterval=1.0 if tty else 30.0)
+        return progress_bar(self.upe, self.batch // self.accum, f"[{self.phases[p].name}] epoch {self.epoch + 1}/{self.total_epochs}")
 
     @staticmethod
     def _close_bar(bar) -> None:
         if bar is not None:
             bar.close()
+
+
+# tqdm's own layout without its `<remaining` time, which covers only the epoch: the postfix's eta covers the run
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+
+
+def progress_bar(total: int, initial: int, desc: str, file: Any = None):
+    """The epoch's bar (rank 0): in a log file a line every 30 s instead of a redraw every second."""
+    import sys
+
+    from tqdm import tqdm
+
+    tty = (file or sys.stderr).isatty()
+    return tqdm(total=total, initial=initial, desc=desc, file=file, leave=not tty, dynamic_ncols=True,
+                mininterval=1.0 if tty else 30.0, bar_format=BAR_FORMAT)
 
 
 def _fmt_secs(s: float) -> str:

@@ -2,7 +2,8 @@
 
 Keys: model (t2|t4|s6|b1|b2|b4 or mobilemamba_*; required), checkpoint (optional: random weights otherwise),
 format (onnx|torch_export), opset (18), dynamic_batch (true), out (exports/<model>.onnx|.pt2), img_size
-(the variant's), ema (false), exporter (auto|dynamo|torchscript), tolerance (1e-4).
+(the resolution the checkpoint was trained at when it records one, else the variant's), ema (false),
+exporter (auto|dynamo|torchscript), tolerance (1e-4). The class count is read from the checkpoint's head.
 """
 from __future__ import annotations
 

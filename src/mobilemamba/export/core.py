@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..models import VARIANTS, create_model
-from ..models.checkpoint import extract_state_dict, load_state_dict_file
+from ..models.checkpoint import checkpoint_layout
 from ..models.layers import randomize_batchnorm
 from ..models.ss2d import SS2D
 
@@ -44,16 +44,6 @@ def set_scan_backend(model: nn.Module, backend: str) -> int:
     return count
 
 
-def _checkpoint_layout(path: str | os.PathLike, ema: bool) -> tuple[int, bool]:
-    """(num_classes, fused) of a checkpoint, read from its head: `head.l.weight` (unfused) or `head.weight` (fused)."""
-    state = extract_state_dict(load_state_dict_file(path), ema=ema, source=str(path))
-    for key, fused in (("head.l.weight", False), ("head.weight", True)):
-        if key in state:
-            return int(state[key].shape[0]), fused
-    fused = not any(k.endswith(".bn.running_var") for k in state)
-    return 0, fused
-
-
 def build_export_model(name: str, checkpoint: str | os.PathLike | None = None, *, ema: bool = False,
                        seed: int = 0, **overrides: Any) -> nn.Module:
     """The fused eval model with the export scan, weights from `checkpoint` (random, with a warning, without one).
@@ -68,9 +58,9 @@ def build_export_model(name: str, checkpoint: str | os.PathLike | None = None, *
         model = randomize_batchnorm(create_model(name, scan_backend=EXPORT_SCAN_BACKEND, **overrides), seed)
         model.fuse()
     else:
-        num_classes, fused = _checkpoint_layout(checkpoint, ema)
-        model = create_model(name, num_classes=num_classes, scan_backend=EXPORT_SCAN_BACKEND, checkpoint=checkpoint,
-                             ema=ema, fused=fused, **overrides)
+        layout = checkpoint_layout(checkpoint, ema)
+        model = create_model(name, num_classes=layout.num_classes, scan_backend=EXPORT_SCAN_BACKEND,
+                             checkpoint=checkpoint, ema=ema, fused=layout.fused, **overrides)
         if not getattr(model, "fused", False):
             model.fuse()
     set_scan_backend(model, EXPORT_SCAN_BACKEND)
@@ -226,6 +216,21 @@ def default_out(name: str, fmt: str) -> Path:
     return Path("exports") / (f"{name}.onnx" if fmt == "onnx" else f"{name}.pt2")
 
 
+def export_img_size(name: str, checkpoint: str | os.PathLike | None, ema: bool,
+                     img_size: int | None) -> tuple[int, str, int | None]:
+    """(resolution, where it comes from, the checkpoint's training resolution): the argument, else the resolution
+    the checkpoint was trained at (this project's record it), else the variant's."""
+    trained_at = checkpoint_layout(checkpoint, ema).img_size if checkpoint is not None else None
+    if img_size:
+        if trained_at and int(img_size) != trained_at:
+            warnings.warn(f"img_size={img_size} overrides the resolution the checkpoint was trained at ({trained_at})",
+                          stacklevel=3)
+        return int(img_size), "argument", trained_at
+    if trained_at:
+        return trained_at, "checkpoint", trained_at
+    return VARIANTS[name].img_size, "variant", None
+
+
 def export_model(name: str, checkpoint: str | os.PathLike | None = None, *, fmt: str = "onnx",
                  out: str | os.PathLike | None = None, opset: int = DYNAMO_MIN_OPSET, dynamic_batch: bool = True,
                  img_size: int | None = None, ema: bool = False, exporter: str = "auto",
@@ -240,11 +245,12 @@ def export_model(name: str, checkpoint: str | os.PathLike | None = None, *, fmt:
     if fmt == "onnx":
         _require_onnx()
     model = build_export_model(name, checkpoint, ema=ema, **overrides)
-    img_size = int(img_size or VARIANTS[name].img_size)
+    img_size, img_size_from, trained_at = export_img_size(name, checkpoint, ema, img_size)
     path = Path(out) if out is not None else default_out(name, fmt)
-    record: dict[str, Any] = dict(variant=name, format=fmt, img_size=img_size, checkpoint=str(checkpoint)
-                                  if checkpoint else None, ema=ema, fused=True, scan_backend=EXPORT_SCAN_BACKEND,
-                                  dynamic_batch=dynamic_batch, torch=torch.__version__)
+    record: dict[str, Any] = dict(variant=name, format=fmt, img_size=img_size, img_size_from=img_size_from,
+                                  checkpoint_img_size=trained_at, checkpoint=str(checkpoint) if checkpoint else None,
+                                  ema=ema, fused=True, scan_backend=EXPORT_SCAN_BACKEND, dynamic_batch=dynamic_batch,
+                                  torch=torch.__version__)
     if fmt == "onnx":
         onnx, ort = _require_onnx()
         record["exporter"] = export_onnx(model, path, img_size, opset=opset, dynamic_batch=dynamic_batch,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -107,3 +108,28 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, ema: bool = False
     """Load a checkpoint file (raw state dict, or ours/the reference's training checkpoint) into `model`."""
     state = extract_state_dict(load_state_dict_file(path), ema=ema, source=str(path))
     load_into(model, state, source=str(path), model_name=model_name)
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """What a checkpoint says about the model it fits."""
+
+    num_classes: int  # rows of its head (0: it has none, timm's convention for a headless model)
+    fused: bool  # BN already folded (`head.weight`, no BN statistics)
+    img_size: int | None  # the training resolution its recorded config names (this project's); None otherwise
+
+
+def checkpoint_layout(path: str | os.PathLike, ema: bool = False) -> CheckpointLayout:
+    """Class count and fusion read from the weights; image size from the config this project's checkpoints record."""
+    obj = load_state_dict_file(path)
+    state = extract_state_dict(obj, ema=ema, source=str(path))
+    num_classes = 0
+    fused = not any(k.endswith(".bn.running_var") for k in state)
+    for key, is_fused in (("head.l.weight", False), ("head.weight", True)):
+        if key in state:
+            num_classes, fused = int(state[key].shape[0]), is_fused
+            break
+    config = obj.get("config") if isinstance(obj, Mapping) else None
+    model_cfg = config.get("model") if isinstance(config, Mapping) else None
+    img_size = model_cfg.get("img_size") if isinstance(model_cfg, Mapping) else None
+    return CheckpointLayout(num_classes, fused, int(img_size) if img_size else None)
