@@ -2,6 +2,7 @@
 
 Never unpickles code (`weights_only=True`); every failure is one `CheckpointError` line naming the file and
 what is wrong (missing, truncated, code in the pickle, another variant, another number of classes).
+`checkpoint_filter_fn` does the same for timm's own pretrained loading (`pretrained=True` with a file).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -17,6 +18,8 @@ import torch.nn as nn
 RAW_KEYS = ("model", "net", "state_dict")  # where a training checkpoint keeps the weights
 EMA_KEYS = ("ema", "net_E", "model_ema", "state_dict_ema")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / torch.compile
+HEAD_PREFIXES = ("head.", "head_dist.")  # the classifier(s)
+FIRST_CONV = "patch_embed.0.c.weight"  # the stem conv, adapted by timm to another number of input channels
 
 
 class CheckpointError(RuntimeError):
@@ -88,8 +91,12 @@ def _describe_mismatch(model_name: str, source: str, missing: list[str], unexpec
     return f"{source} does not fit {model_name}: " + ", ".join(parts) + hint
 
 
+def _equal_shapes(key: str, theirs: tuple, ours: tuple) -> bool:
+    return theirs == ours
+
+
 def _check_fit(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], model_name: str, source: str,
-               same_shape=lambda key, theirs, ours: theirs == ours) -> None:
+               same_shape: Callable[[str, tuple, tuple], bool] = _equal_shapes) -> None:
     """Raise one CheckpointError line unless `state` has exactly `own`'s keys with shapes `same_shape` accepts."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -113,9 +120,6 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, ema: bool = False
     load_into(model, state, source=str(path), model_name=model_name)
 
 
-HEAD_PREFIXES = ("head.", "head_dist.")
-FIRST_CONV = "patch_embed.0.c.weight"
-
 
 def unwrap_weights(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The weights of a published or training checkpoint: the EMA ones (`net_E`, `ema`, ...) where the file holds
@@ -134,7 +138,7 @@ def _same_or_other_input_channels(key: str, theirs: tuple, ours: tuple) -> bool:
     filter (in_chans != 3)."""
     if key == FIRST_CONV:
         return theirs[:1] + theirs[2:] == ours[:1] + ours[2:]
-    return theirs == ours
+    return _equal_shapes(key, theirs, ours)
 
 
 def checkpoint_filter_fn(state_dict: Any, model: nn.Module) -> dict[str, torch.Tensor]:
