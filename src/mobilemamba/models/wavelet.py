@@ -48,7 +48,7 @@ def _autocast_off(device_type: str):
 
 
 def pad_to_even(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2], x.shape[-1]
+    h, w = x.shape[-2:]
     if h % 2 or w % 2:
         x = F.pad(x, (0, w % 2, 0, h % 2))
     return x
@@ -68,7 +68,7 @@ def _block_mix(filters: torch.Tensor, channels: int, dtype: torch.dtype) -> torc
 def haar_dwt(x: torch.Tensor, filters: torch.Tensor, impl: str) -> torch.Tensor:
     """The 'conv' or 'shuffle' forward transform: (B, C, H, W) → (B, 4C, ⌈H/2⌉, ⌈W/2⌉)."""
     x = pad_to_even(x)
-    b, c, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    b, c, h, w = x.shape
     if impl == "conv":
         return F.conv2d(x, filters.to(x.dtype), stride=2, groups=c)
     # block pixel p = 2a + b of channel c is channel 4c + p after the unshuffle
@@ -79,7 +79,7 @@ def haar_dwt(x: torch.Tensor, filters: torch.Tensor, impl: str) -> torch.Tensor:
 @torch.fx.wrap
 def haar_idwt(coeffs: torch.Tensor, filters: torch.Tensor, impl: str, size: Tuple[int, int]) -> torch.Tensor:
     """The 'conv' or 'shuffle' inverse transform: (B, 4C, h, w) → (B, C, H, W), (H, W) = `size`."""
-    b, c4, h, w = coeffs.shape[0], coeffs.shape[1], coeffs.shape[2], coeffs.shape[3]
+    b, c4, h, w = coeffs.shape
     c = c4 // 4
     if impl == "conv":
         x = F.conv_transpose2d(coeffs, filters.to(coeffs.dtype), stride=2, groups=c)
