@@ -12,7 +12,8 @@ import torch
 
 import mobilemamba
 from mobilemamba.benchmark import (BenchConfig, BenchError, BenchResult, _compile, _GpuLock, check, expand,
-                                   format_table, inference_model, read_csv, resolve_name, write_csv)
+                                   format_table, inference_model, read_csv, resolve_name, run_one, write_csv)
+from mobilemamba.models.wavelet import HaarTransform
 
 
 def test_comma_lists_expand_to_one_config_per_combination():
@@ -234,19 +235,30 @@ def test_bench_cli_writes_a_row_per_configuration(tmp_path):
     assert BenchConfig().batch == 256
 
 
-def test_the_fused_model_runs_the_haar_formulation_asked_for_and_the_row_records_it(monkeypatch):
-    """model.fuse() switches to the conv formulation; bench's wavelet=... must win over that."""
-    from mobilemamba.benchmark import run_one
-    from mobilemamba.models.wavelet import HaarTransform
-
+def haar_steps_run(monkeypatch, **cfg) -> tuple[set[str], BenchResult]:
+    """The Haar formulations a tiny CPU bench run calls, and its row."""
     seen = set()
     dwt = HaarTransform.dwt
     monkeypatch.setattr(HaarTransform, "dwt", lambda self, *a: (seen.add(self.impl), dwt(self, *a))[1])
-    cfg = BenchConfig(model="t2", mode="infer", fused=True, wavelet="shuffle", batch=2, amp="none", img_size=32,
-                      warmup=1, iters=1, repeats=1, device="cpu", scan_backend="torch",
-                      model_kwargs="embed_dim=16-32-48,depth=1-1-1")
-    row = run_one(cfg)
+    tiny = "embed_dim=16-32-48,depth=1-1-1"
+    row = run_one(BenchConfig(model="t2", batch=2, amp="none", img_size=32, warmup=1, iters=1, repeats=1,
+                              device="cpu", scan_backend="torch", model_kwargs=tiny, **cfg))
+    return seen, row
+
+
+def test_the_fused_model_runs_the_haar_formulation_asked_for_and_the_row_records_it(monkeypatch):
+    """model.fuse() switches to the conv formulation; bench's wavelet=... must win over that."""
+    seen, row = haar_steps_run(monkeypatch, mode="infer", fused=True, wavelet="shuffle")
     assert seen == {"shuffle"} and row.wavelet == "shuffle" and " shuffle " in format_table([row]).splitlines()[2]
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_auto_runs_eager_models_with_the_conv_haar_step_as_fuse_does(monkeypatch, mode):
+    """The fastest eager formulation (S6 fused on an H200: 19.4k img/s with conv, 9.4k with pytorch_wavelets)."""
+    seen, row = haar_steps_run(monkeypatch, mode=mode, fused=True, wavelet="auto")
+    assert seen == {"conv"} and row.wavelet == "conv"
+    fused = mobilemamba.create_model("mobilemamba_t2", embed_dim=(16, 32, 48), depth=(1, 1, 1)).fuse()
+    assert {m.impl for m in fused.modules() if isinstance(m, HaarTransform)} == {"conv"}
 
 
 def test_csv_rows_written_before_the_haar_and_freeze_columns_still_load(tmp_path):

@@ -17,9 +17,8 @@ import torch.nn as nn
 from timm.models._features import feature_take_indices
 
 from .models import VARIANTS
-from .models.checkpoint import CheckpointError, extract_state_dict, load_into, load_state_dict_file
+from .models.checkpoint import HEAD_PREFIXES, CheckpointError, extract_state_dict, load_into, load_state_dict_file
 
-HEAD_PREFIXES = ("head.", "head_dist.")
 N_STAGES = 3
 
 

@@ -39,6 +39,7 @@ from timm.models import get_pretrained_cfg
 from .models import VARIANTS, MobileMamba, create_model
 from .models.compiling import COMPILE_MODES, COMPILED_WAVELET, compile_model, cuda_graph_step
 from .models.factory import reparameterized
+from .models.wavelet import EAGER_WAVELET
 
 SHORT_NAMES = {name.split("_")[-1]: name for name in VARIANTS}
 COMPILE_CHOICES = ("false", "true", "regional")  # none | the whole model | each block
@@ -66,7 +67,7 @@ class BenchConfig:
     teacher: str = "tresnet_v2_l"
     data: str = "synthetic"
     scan_backend: str = "auto"  # MobileMamba only
-    # MobileMamba only: pytorch_wavelets | conv | shuffle | auto (shuffle when compiling: pywt breaks Dynamo's graphs)
+    # MobileMamba only: pytorch_wavelets | conv | shuffle | auto (shuffle when compiling, conv eager: the fastest of each)
     wavelet: str = "auto"
     img_size: int = 0  # 0: the model's own resolution (its pretrained_cfg input size)
     warmup: int = 15
@@ -368,7 +369,7 @@ def run_one(cfg: BenchConfig) -> BenchResult:
     model = _build_model(name, cfg).to(device, memory_format=memory_format)
     wavelet, scan_backend = "-", "-"
     if isinstance(model, MobileMamba):
-        wavelet = (COMPILED_WAVELET if cfg.compiling else "pytorch_wavelets") if cfg.wavelet == "auto" else cfg.wavelet
+        wavelet = (COMPILED_WAVELET if cfg.compiling else EAGER_WAVELET) if cfg.wavelet == "auto" else cfg.wavelet
         model.set_wavelet_impl(wavelet)
         scan_backend = cfg.scan_backend
     x = torch.randn(cfg.batch, in_chans, img_size, img_size, device=device).to(memory_format=memory_format)

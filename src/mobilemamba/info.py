@@ -17,14 +17,9 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from .models import VARIANTS, create_model
+from .models import VARIANTS, count_params, create_model
 from .models.mobilemamba import MBWTConv2d, MobileMamba
 from .models.ss2d import SS2D
-
-
-def count_params(model: nn.Module) -> int:
-    """All parameters, frozen Haar filters included (the paper's basis)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def _conv_flops(m: nn.Conv2d, out: torch.Tensor) -> int:
@@ -131,9 +126,10 @@ def variant_info(name: str) -> dict:
     img_size = VARIANTS[name].img_size
     flops = count_flops(model, img_size)
     params = count_params(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.fuse()
-    return dict(name=name, img_size=img_size, params=params, params_fused=count_params(model), flops=flops,
-                flops_fused=count_flops(model, img_size))
+    return dict(name=name, img_size=img_size, params=params, params_trainable=trainable,
+                params_fused=count_params(model), flops=flops, flops_fused=count_flops(model, img_size))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,10 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{'variant':<16}{'res':>5}{'params':>13}{'fused':>13}{'FLOPs (M)':>12}{'fused (M)':>12}")
+    print(f"{'variant':<16}{'res':>5}{'params':>13}{'trainable':>13}{'fused':>13}{'FLOPs (M)':>12}{'fused (M)':>12}")
     for r in rows:
-        print(f"{r['name']:<16}{r['img_size']:>5}{r['params']:>13,}{r['params_fused']:>13,}"
-              f"{r['flops'] / 1e6:>12.2f}{r['flops_fused'] / 1e6:>12.2f}")
+        print(f"{r['name']:<16}{r['img_size']:>5}{r['params']:>13,}{r['params_trainable']:>13,}"
+              f"{r['params_fused']:>13,}{r['flops'] / 1e6:>12.2f}{r['flops_fused'] / 1e6:>12.2f}")
 
 
 if __name__ == "__main__":

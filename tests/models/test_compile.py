@@ -108,6 +108,28 @@ def test_triton_scan_ops_pass_opcheck_and_compile_as_one_graph_in_the_triton_int
     assert out.stdout.strip().endswith("ok")
 
 
+@pytest.mark.slow
+def test_the_first_compiled_call_is_the_only_compile():
+    """A fresh process (the triton scan, in Triton's interpreter on CPU): Dynamo guarded on the scan dispatcher
+    loading the triton backend at first use, so the second call recompiled the whole model."""
+    pytest.importorskip("triton")
+    code = textwrap.dedent("""
+        import torch, mobilemamba
+        from tests.models.helpers import TINY
+        torch._dynamo.config.error_on_recompile = True
+        model = mobilemamba.create_model("mobilemamba_t2", num_classes=10, scan_backend="triton", **TINY)
+        compiled = torch.compile(model.set_wavelet_impl("conv").eval(), backend="eager")
+        with torch.no_grad():
+            for _ in range(3):
+                compiled(torch.randn(1, 3, 32, 32))
+        print("compiles", torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    """)
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=500)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("compiles 1")
+
+
 def test_compile_model_switches_the_haar_step_to_the_fusable_shuffle_form_unless_told_to_keep_it():
     """Measured faster when compiled (docs/results.md#infer-compiled); wavelet=None keeps the caller's choice."""
     from mobilemamba.models.compiling import COMPILED_WAVELET, compile_model

@@ -19,4 +19,5 @@ def test_info_json_matches_published_params_and_flops():
         assert round(row["flops"] / 1e6, 2) == flops, name
         assert round(row["flops_fused"] / 1e6, 2) == flops_fused, name
     assert rows["mobilemamba_t2"]["params"] == 8_836_890 and rows["mobilemamba_t2"]["params_fused"] == 8_809_444
+    assert rows["mobilemamba_t2"]["params_trainable"] == 8_806_682  # without the fixed Haar filters (buffers)
     assert rows["mobilemamba_b4"]["img_size"] == 512

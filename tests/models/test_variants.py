@@ -7,7 +7,7 @@ import mobilemamba
 from mobilemamba.models.mobilemamba import channel_split, nearest_multiple_of_16
 from mobilemamba.info import count_params
 
-# spec §5.1: unfused (all), trainable, frozen Haar filters, fused
+# spec §5.1: unfused (all), trainable, frozen Haar filters (buffers), fused
 PUBLISHED = {
     "mobilemamba_t2": (8_836_890, 8_806_682, 30_208, 8_809_444),
     "mobilemamba_t4": (14_176_090, 14_137_690, 38_400, 14_141_092),
@@ -26,8 +26,8 @@ def test_parameter_counts_are_the_published_ones(name):
         model = mobilemamba.create_model(name)
     total, trainable, frozen, fused = PUBLISHED[name]
     assert count_params(model) == total
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trainable
-    assert sum(p.numel() for p in model.parameters() if not p.requires_grad) == frozen
+    assert sum(p.numel() for p in model.parameters()) == trainable and all(p.requires_grad for p in model.parameters())
+    assert sum(b.numel() for n, b in model.named_buffers() if n.endswith((".wt_filter", ".iwt_filter"))) == frozen
     assert count_params(model.fuse()) == fused
 
 

@@ -26,6 +26,7 @@ from torch import nn
 from . import distributed as D
 from . import faults
 from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, check_same_run, load_file, restore_rng
+from ..models import count_params
 from ..models.compiling import compile_model
 from .config import (ConfigError, Phase, build_model, compile_how, dataset_name, lr_plan, plain, resolve_phases,
                      should_evaluate)
@@ -788,7 +789,7 @@ class Trainer:
         return out
 
     def _write_summary(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
-        params = sum(p.numel() for p in self.model.parameters()) if hasattr(self, "model") else None
+        params = count_params(self.model) if hasattr(self, "model") else None  # the published basis, as info
         last = self.last_eval or {}
         summary = {
             "status": self.status,

@@ -2,6 +2,7 @@
 
 Never unpickles code (`weights_only=True`); every failure is one `CheckpointError` line naming the file and
 what is wrong (missing, truncated, code in the pickle, another variant, another number of classes).
+`checkpoint_filter_fn` does the same for timm's own pretrained loading (`pretrained=True` with a file).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -18,6 +19,8 @@ import torch.nn as nn
 RAW_KEYS = ("model", "net", "state_dict")  # where a training checkpoint keeps the weights
 EMA_KEYS = ("ema", "net_E", "model_ema", "state_dict_ema")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / torch.compile
+HEAD_PREFIXES = ("head.", "head_dist.")  # the classifier(s)
+FIRST_CONV = "patch_embed.0.c.weight"  # the stem conv, adapted by timm to another number of input channels
 
 
 class CheckpointError(RuntimeError):
@@ -89,17 +92,25 @@ def _describe_mismatch(model_name: str, source: str, missing: list[str], unexpec
     return f"{source} does not fit {model_name}: " + ", ".join(parts) + hint
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
-              model_name: str | None = None) -> None:
-    """Strict load: every model tensor present with the same shape, every checkpoint tensor consumed."""
-    own = model.state_dict()
+def _equal_shapes(key: str, theirs: tuple, ours: tuple) -> bool:
+    return theirs == ours
+
+
+def _check_fit(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], model_name: str, source: str,
+               same_shape: Callable[[str, tuple, tuple], bool] = _equal_shapes) -> None:
+    """Raise one CheckpointError line unless `state` has exactly `own`'s keys with shapes `same_shape` accepts."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+              if k in state and not same_shape(k, tuple(state[k].shape), tuple(v.shape))]
     if missing or unexpected or shapes:
-        raise CheckpointError(_describe_mismatch(model_name or type(model).__name__, source, missing, unexpected,
-                                                 shapes))
+        raise CheckpointError(_describe_mismatch(model_name, source, missing, unexpected, shapes))
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
+              model_name: str | None = None) -> None:
+    """Strict load: every model tensor present with the same shape, every checkpoint tensor consumed."""
+    _check_fit(model.state_dict(), state, model_name or type(model).__name__, source)
     model.load_state_dict(state, strict=True)
 
 
@@ -133,3 +144,41 @@ def checkpoint_layout(path: str | os.PathLike, ema: bool = False) -> CheckpointL
     model_cfg = config.get("model") if isinstance(config, Mapping) else None
     img_size = model_cfg.get("img_size") if isinstance(model_cfg, Mapping) else None
     return CheckpointLayout(num_classes, fused, int(img_size) if img_size else None)
+
+def unwrap_weights(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The weights of a published or training checkpoint: the EMA ones (`net_E`, `ema`, ...) where the file holds
+    them, since the published accuracies are the EMA weights' (spec §6.1), else the raw ones; a raw state dict as
+    it is."""
+    has_ema = isinstance(obj, Mapping) and any(_is_state_dict(obj.get(k)) for k in EMA_KEYS)
+    return extract_state_dict(obj, ema=has_ema, source=source)
+
+
+def _head(state: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in state.items() if k.startswith(HEAD_PREFIXES)}
+
+
+def _same_or_other_input_channels(key: str, theirs: tuple, ours: tuple) -> bool:
+    """Shapes equal, or the stem conv's differing in input channels only: timm adapts that conv after the
+    filter (in_chans != 3)."""
+    if key == FIRST_CONV:
+        return theirs[:1] + theirs[2:] == ours[:1] + ours[2:]
+    return _equal_shapes(key, theirs, ours)
+
+
+def checkpoint_filter_fn(state_dict: Any, model: nn.Module) -> dict[str, torch.Tensor]:
+    """timm's `pretrained_filter_fn` for a published checkpoint (or one of ours): unwraps it (`unwrap_weights`)
+    and returns a state dict that loads strictly into `model`.
+
+    A head that does not fit (another number of classes, no classifier, another pooling width, with or without
+    the distillation head) is replaced by the model's own fresh one; every other tensor must fit, else one
+    CheckpointError line.
+    """
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name, source = cfg.get("architecture") or type(model).__name__, str(cfg.get("file") or "pretrained checkpoint")
+    state = unwrap_weights(state_dict, source=source)
+    own = model.state_dict()
+    if _head(state) != _head(own):
+        state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
+        state.update({k: v for k, v in own.items() if k.startswith(HEAD_PREFIXES)})
+    _check_fit(own, state, name, source, same_shape=_same_or_other_input_channels)
+    return state

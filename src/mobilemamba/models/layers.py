@@ -116,11 +116,15 @@ class ScaleModule(nn.Module):
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel dimension of an NCHW tensor, at each pixel."""
+    """LayerNorm over the channel dimension of an NCHW tensor, at each pixel.
+
+    Normalises in the input's dtype, the weights cast to it: SS2D feeds it the scan's float32 output in a bf16 or
+    fp16 model too (spec §3: float32 up to the norm).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
         return x.permute(0, 3, 1, 2)
 
 

@@ -2,8 +2,7 @@
 
 Exact to the published networks (parameter counts, state-dict keys, initialisation); see the spec, §3.
 """
-from __future__ import annotations
-
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -11,15 +10,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, SqueezeExcite, trunc_normal_
-from timm.models import build_model_with_cfg, register_model
+from timm.layers import DropPath, SelectAdaptivePool2d, SqueezeExcite, is_exportable, is_scriptable
+from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models._registry import generate_default_cfgs
 
+from .checkpoint import checkpoint_filter_fn
 from .layers import FFN, BN_Linear, Conv2d_BN, DWConv2d_BN_ReLU, Residual, ScaleModule, fuse_model
 from .ss2d import SS2D
-from .wavelet import HaarTransform, haar_filters
+from .wavelet import EAGER_WAVELET, HaarTransform, haar_filters
 
 # ----------------------------------------------------------------------------------------------- building blocks
 
@@ -46,9 +46,10 @@ class MBWTConv2d(nn.Module):
                  scan_backend: str = "auto", wavelet_impl: str = "pytorch_wavelets"):
         super().__init__()
         self.dim = dim
-        filters = haar_filters(dim)
-        self.wt_filter = nn.Parameter(filters.clone(), requires_grad=False)
-        self.iwt_filter = nn.Parameter(filters.clone(), requires_grad=False)
+        # Fixed filters: persistent buffers under the published parameters' names (checkpoints load strictly), so
+        # that nothing trains, freezes or expects a gradient for them; count_params() still counts them.
+        self.register_buffer("wt_filter", haar_filters(dim))
+        self.register_buffer("iwt_filter", haar_filters(dim))
         self.wavelet = HaarTransform(wavelet_impl)
         self.global_atten = SS2D(dim, ssm_ratio=ssm_ratio, d_state=d_state, scan_backend=scan_backend)
         self.base_scale = ScaleModule((1, dim, 1, 1), 1.0)
@@ -57,7 +58,7 @@ class MBWTConv2d(nn.Module):
         self.wavelet_scale = nn.ModuleList([ScaleModule((1, 4 * dim, 1, 1), 0.1)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
+        size = (x.shape[-2], x.shape[-1])
         bands = self.wavelet.dwt(x, self.wt_filter)
         bands = self.wavelet_scale[0](self.wavelet_convs[0](bands))
         x_wavelet = self.wavelet.idwt(bands, self.iwt_filter, size)
@@ -142,9 +143,9 @@ def transition(dim: int, out_dim: int) -> list[nn.Module]:
     ]
 
 
-def stem(out_dim: int) -> nn.Sequential:
+def stem(out_dim: int, in_chans: int = 3) -> nn.Sequential:
     """Four 3x3/2 Conv+BN (×16 downsampling) with ReLU between them, none after the last."""
-    dims = [3, out_dim // 8, out_dim // 4, out_dim // 2, out_dim]
+    dims = [in_chans, out_dim // 8, out_dim // 4, out_dim // 2, out_dim]
     layers: list[nn.Module] = []
     for i in range(4):
         layers.append(Conv2d_BN(dims[i], dims[i + 1], 3, 2, 1))
@@ -153,42 +154,71 @@ def stem(out_dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def portable_paths(scan_backend: str, wavelet_impl: str) -> tuple[str, str]:
+    """The scan and Haar formulations under timm's `scriptable` / `exportable` layer flags, for 'auto' and the
+    pytorch_wavelets default (whose pywt filter bank neither scripts nor exports): scriptable → the torch scan (the
+    one TorchScript compiles), exportable → the chunked scan (standard ONNX operators only; the torch scan's
+    float64 logcumsumexp exports as NaN), both → the conv Haar step. Explicit choices are kept."""
+    if not (is_scriptable() or is_exportable()):
+        return scan_backend, wavelet_impl
+    if scan_backend == "auto":
+        scan_backend = "torch" if is_scriptable() else "chunked"
+    return scan_backend, "conv" if wavelet_impl == "pytorch_wavelets" else wavelet_impl
+
+
 # --------------------------------------------------------------------------------------------------------- model
 
 
 class MobileMamba(nn.Module):
     """Three-stage MobileMamba classifier. Stage outputs have strides 16, 32, 64."""
 
-    def __init__(self, img_size: int = 224, in_chans: int = 3, num_classes: int = 1000,
+    __jit_unused_properties__ = ["stages"]
+
+    def __init__(self, img_size: int = 224, in_chans: int = 3, num_classes: int = 1000, global_pool: str = "avg",
                  embed_dim: Iterable[int] = (192, 384, 448), depth: Iterable[int] = (1, 2, 2),
                  global_ratio: Iterable[float] = (0.8, 0.7, 0.6), local_ratio: Iterable[float] = (0.2, 0.2, 0.3),
                  kernels: Iterable[int] = (7, 5, 3), ssm_ratio: float = 2.0, d_state: int = 1,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, distillation: bool = False,
-                 scan_backend: str = "auto", wavelet_impl: str = "pytorch_wavelets"):
+                 scan_backend: str = "auto", wavelet_impl: str = "pytorch_wavelets",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        if in_chans != 3:
-            raise ValueError(f"MobileMamba takes 3 input channels, got in_chans={in_chans}")
         embed_dim, depth = tuple(embed_dim), tuple(depth)
         global_ratio, local_ratio, kernels = tuple(global_ratio), tuple(local_ratio), tuple(kernels)
-        self.img_size, self.embed_dim, self.depth = img_size, embed_dim, depth
-        self.num_classes, self.num_features, self.drop_rate = num_classes, embed_dim[-1], drop_rate
+        self.img_size, self.in_chans, self.embed_dim, self.depth = img_size, in_chans, embed_dim, depth
+        self.num_features, self.drop_rate = embed_dim[-1], drop_rate
         self.distillation = distillation
         self.grad_checkpointing = False
-        self.patch_embed = stem(embed_dim[0])
-        n_blocks = sum(depth)
-        dpr = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]  # linspace(0, rate, n)
-        mixer_kwargs = dict(ssm_ratio=ssm_ratio, d_state=d_state, scan_backend=scan_backend, wavelet_impl=wavelet_impl)
-        for i, (dim, n) in enumerate(zip(embed_dim, depth)):
-            modules = transition(embed_dim[i - 1], dim) if i > 0 else []
-            first = sum(depth[:i])
-            modules += [MobileMambaBlock(dim, global_ratio[i], local_ratio[i], kernels[i], dpr[first + j],
-                                         **mixer_kwargs) for j in range(n)]
-            self.add_module(f"blocks{i + 1}", nn.Sequential(*modules))
+        scan_backend, wavelet_impl = portable_paths(scan_backend, wavelet_impl)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            self.patch_embed = stem(embed_dim[0], in_chans)
+            n_blocks = sum(depth)
+            dpr = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]  # linspace(0, rate, n)
+            mixer_kwargs = dict(ssm_ratio=ssm_ratio, d_state=d_state, scan_backend=scan_backend,
+                                wavelet_impl=wavelet_impl)
+            for i, (dim, n) in enumerate(zip(embed_dim, depth)):
+                modules = transition(embed_dim[i - 1], dim) if i > 0 else []
+                first = sum(depth[:i])
+                modules += [MobileMambaBlock(dim, global_ratio[i], local_ratio[i], kernels[i], dpr[first + j],
+                                             **mixer_kwargs) for j in range(n)]
+                self.add_module(f"blocks{i + 1}", nn.Sequential(*modules))
+            self._build_head(num_classes, global_pool)
         self.feature_info = [dict(num_chs=dim, reduction=16 * 2 ** i, module=f"blocks{i + 1}")
                              for i, dim in enumerate(embed_dim)]
-        self.head = BN_Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if distillation:
-            self.head_dist = BN_Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def _build_head(self, num_classes: int, global_pool: str) -> None:
+        """Global pool, then BN + Linear (one per head) on the pooled width `head_hidden_size`."""
+        if num_classes > 0 and not global_pool:
+            raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}: "
+                             "the classifier takes pooled features")
+        self.num_classes = num_classes
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.head = BN_Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+        # None without distillation: TorchScript compiles the distilled branch only where the head exists
+        self.head_dist = ((BN_Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity())
+                          if self.distillation else None)
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -238,23 +268,30 @@ class MobileMamba(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        device = next(self.parameters()).device
-        self.head = (BN_Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()).to(device)
-        if self.distillation:
-            self.head_dist = (BN_Linear(self.num_features, num_classes) if num_classes > 0
-                              else nn.Identity()).to(device)
+        """A fresh head for `num_classes` (0: none) on the model's device and dtype and in its mode. `global_pool`
+        None keeps the pooling (a classifier on a model without pooling gets the default 'avg' back), '' removes
+        it (with num_classes=0: forward returns the final feature map)."""
+        pool = self.global_pool.pool_type if global_pool is None else global_pool
+        if global_pool is None and not pool and num_classes > 0:
+            pool = "avg"
+        like = next(self.parameters())
+        with torch.device(like.device):
+            self._build_head(num_classes, pool)
+        for m in (self.global_pool, self.head, self.head_dist):
+            if m is not None:
+                m.to(dtype=like.dtype).train(self.training)
 
-    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting() and self.training:
-            return checkpoint_seq(stage, x)
-        return stage(x)
+    @torch.jit.unused
+    def _checkpointed_stages(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = checkpoint_seq(stage, x)
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
-        for stage in self.stages:
-            x = self._run_stage(stage, x)
-        return x
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return self._checkpointed_stages(x)
+        return self.blocks3(self.blocks2(self.blocks1(x)))
 
     def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
@@ -266,27 +303,29 @@ class MobileMamba(nn.Module):
         x = self.patch_embed(x)
         stages = self.stages[: max_index + 1] if stop_early else self.stages
         for i, stage in enumerate(stages):
-            x = self._run_stage(stage, x)
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and self.training else stage(x)
             if i in take:
                 intermediates.append(x)
         return intermediates if intermediates_only else (x, intermediates)
 
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of `indices`; the features (and a pruned head) then have its width."""
         take, max_index = feature_take_indices(len(self.stages), indices)
         for i in range(max_index + 1, len(self.stages)):
             setattr(self, f"blocks{i + 1}", nn.Sequential())
+        self.num_features = self.embed_dim[max_index]
         if prune_head:
             self.reset_classifier(0)
         return take
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        x = self.global_pool(x)
         if pre_logits:
             return x
         if self.drop_rate > 0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
-        if not self.distillation:
+        if self.head_dist is None:
             return self.head(x)
         out, out_dist = self.head(x), self.head_dist(x)
         if self.training and not torch.jit.is_scripting():
@@ -299,13 +338,19 @@ class MobileMamba(nn.Module):
     def fuse(self) -> "MobileMamba":
         """Fold every Conv+BN, the local branch and the head's BN+Linear; returns this model, in eval mode.
 
-        The Haar transform switches to its (equal) conv formulation, which runs as fewer kernels.
+        The Haar transform switches to its (equal) conv formulation, the fastest eager one (EAGER_WAVELET).
         """
         self.eval()
         fuse_model(self)
-        self.set_wavelet_impl("conv")
+        self.set_wavelet_impl(EAGER_WAVELET)
         self.fused = True
         return self
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameters plus the fixed Haar filters (buffers): the published counts' basis (spec §5)."""
+    filters = sum(m.wt_filter.numel() + m.iwt_filter.numel() for m in model.modules() if isinstance(m, MBWTConv2d))
+    return sum(p.numel() for p in model.parameters()) + filters
 
 
 # ------------------------------------------------------------------------------------------------- variants
@@ -329,20 +374,40 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def final_feature_size(img_size: int) -> int:
+    """Side of the last stage's map: the ×16 stem, then two stride-2 stages, each rounding up (pad 1, kernel 3)."""
+    side = img_size
+    for _ in range(6):
+        side = -(-side // 2)
+    return side
+
+
 def _cfg(img_size: int) -> dict:
-    return dict(url="", num_classes=1000, input_size=(3, img_size, img_size), pool_size=None, crop_pct=0.875,
-                interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+    side = final_feature_size(img_size)
+    return dict(url="", num_classes=1000, input_size=(3, img_size, img_size), pool_size=(side, side),
+                crop_pct=0.875, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
                 first_conv="patch_embed.0.c", classifier="head.l")
 
 
 default_cfgs = generate_default_cfgs({name: _cfg(v.img_size) for name, v in VARIANTS.items()})
 
 
+def _check_weights_source(variant: str, kwargs: dict[str, Any]) -> None:
+    """The published weights are files a user downloads: say how to pass one when pretrained=True has none."""
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get("pretrained_cfg"),
+                                 pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
+    if not (cfg.file or cfg.url or cfg.hf_hub_id or cfg.state_dict):
+        raise RuntimeError(f"{variant} has no weights to download: pass the published checkpoint file with "
+                           f"pretrained_cfg_overlay=dict(file='{variant}.pth') (timm's scripts: --pretrained-path)")
+
+
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> MobileMamba:
+    if pretrained:
+        _check_weights_source(variant, kwargs)
     row = VARIANTS[variant]
     args = dict(embed_dim=row.embed_dim, depth=row.depth, img_size=row.img_size, drop_path_rate=row.drop_path_rate)
     args.update(kwargs)
-    return build_model_with_cfg(MobileMamba, variant, pretrained,
+    return build_model_with_cfg(MobileMamba, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                 feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2)), **args)
 
 

@@ -21,6 +21,7 @@ from ..ops.scan import bidirectional_scan, resolve_backend, selective_scan
 from .layers import Conv2d_BN, LayerNorm2d
 
 K_DIRECTIONS = 2
+torch.fx.wrap("selective_scan")  # one node of an FX graph: the dispatcher branches on the input's device
 
 
 class SS2D(nn.Module):
@@ -78,11 +79,12 @@ class SS2D(nn.Module):
         dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
         dts, Bs, Cs = torch.split(dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
+        # -1 stands for K_DIRECTIONS (· d): TorchScript reads no module-level ints
         y = selective_scan(
-            xs.reshape(b, K_DIRECTIONS * d, length), dts.reshape(b, K_DIRECTIONS * d, length),
+            xs.reshape(b, -1, length), dts.reshape(b, -1, length),
             -torch.exp(self.A_logs.float()), Bs.contiguous(), Cs.contiguous(), self.Ds.float(),
             self.dt_projs_bias.float().flatten(), delta_softplus=True, backend=self.scan_backend, float_out=True,
-        ).view(b, K_DIRECTIONS, d, length)
+        ).view(b, -1, d, length)
         y = y[:, 0] + y[:, 1].flip(-1)  # float32 up to the LayerNorm (spec §3): fp16 would overflow here
         return self.out_norm(y.view(b, d, h, w)).to(x.dtype)
 

@@ -21,7 +21,7 @@ import functools
 import importlib.util
 import logging
 import os
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -34,25 +34,23 @@ _TRITON_BACKENDS = ("triton", "triton_bidir")
 _log = logging.getLogger(__name__)
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 _TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # Triton's CPU interpreter (tests)
-if _HAS_TRITON:  # imported here, not at first use: a lazy import inside a compiled forward makes Dynamo recompile
-    from .triton_bidir import bidirectional_scan_triton
 
 
 class ScanBackendError(RuntimeError):
     """The requested selective-scan backend cannot run here."""
 
 
-_loaded: dict[str, Callable] = {}  # a plain dict, not functools.cache: Dynamo warns on lru_cache wrappers
+# The Triton kernels are imported with the dispatcher (0.03 s; timm imports triton anyway), not at first use: a lazy
+# load inside the first compiled call made Dynamo guard on it, and the next call recompiled the whole model.
+if _HAS_TRITON:
+    from .triton_bidir import bidirectional_scan_triton  # registers the torch.library ops
+    from .triton_scan import selective_scan_triton
 
 
 def _triton_fn() -> Callable:
-    fn = _loaded.get("triton")
-    if fn is None:
-        if not _HAS_TRITON:
-            raise ScanBackendError("scan backend 'triton' needs the triton package (pip install triton)")
-        from .triton_scan import selective_scan_triton  # registers the torch.library ops
-        fn = _loaded["triton"] = selective_scan_triton
-    return fn
+    if not _HAS_TRITON:
+        raise ScanBackendError("scan backend 'triton' needs the triton package (pip install triton)")
+    return selective_scan_triton
 
 
 @functools.cache
@@ -113,20 +111,42 @@ def get_scan_fn(backend: str) -> Callable:
 
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+                   D: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
                    delta_softplus: bool = True, backend: str = "auto", float_out: bool = False) -> torch.Tensor:
     """y = selective_scan(u, Δ, A, B, C, D, Δ-bias); shapes as in `selective_scan_ref`.
 
-    ``float_out``: y in float32 whatever u's dtype, as the reference's kernel returns it under AMP (spec §3: its
-    output is normalised in float32 before the cast back), so an fp16 run cannot overflow between the scan and
-    the LayerNorm. The triton kernel writes float32 directly; the other backends are given float32 inputs.
+    ``float_out``: y in float32 at least, as the reference's kernel returns it under AMP (spec §3: its output is
+    normalised in float32 before the cast back), so an fp16 run cannot overflow between the scan and the LayerNorm.
+    The triton kernel writes float32 directly; the other backends are given float32 inputs for fp16/bf16 ones.
+    In TorchScript the torch scan runs (backend 'auto' or 'torch'): the dispatch below does not compile there.
     """
+    if torch.jit.is_scripting():
+        if backend != "auto" and backend != "torch":
+            raise RuntimeError("scan backend '" + backend + "' does not run in TorchScript; use 'torch' (timm: "
+                               "create the model with scriptable=True)")
+        if float_out:
+            u, delta, B, C = _at_least_float32(u, delta, B, C)
+        return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend, float_out)
+
+
+def _at_least_float32(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor,
+                      C: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    if u.dtype == torch.float16 or u.dtype == torch.bfloat16:
+        return u.float(), delta.float(), B.float(), C.float()
+    return u, delta, B, C
+
+
+@torch.jit.unused
+def _dispatch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+              D: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor], delta_softplus: bool, backend: str,
+              float_out: bool) -> torch.Tensor:
     name = resolve_backend(backend, u.device)
     fn = get_scan_fn(name)
-    if float_out and u.dtype != torch.float32:
-        if name == "triton":
-            return fn(u, delta, A, B, C, D, delta_bias, delta_softplus, float_out=True)
-        u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+    if float_out and u.dtype != torch.float32 and name == "triton":
+        return fn(u, delta, A, B, C, D, delta_bias, delta_softplus, float_out=True)
+    if float_out:
+        u, delta, B, C = _at_least_float32(u, delta, B, C)
     return fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 

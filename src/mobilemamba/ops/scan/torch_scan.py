@@ -7,23 +7,25 @@ S_t grows with L, so the exponents are formed in float64 to keep float32-level a
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
-
-_LOG_ZERO = -1e300  # finite stand-in for log(0): keeps logcumsumexp's backward free of inf − inf
 
 
 def _log_part(x: torch.Tensor, positive: bool) -> torch.Tensor:
     part = x if positive else -x
-    return torch.where(part > 0, torch.log(part.clamp_min(1e-300)), torch.full_like(part, _LOG_ZERO))
+    # -1e300, a finite stand-in for log(0), keeps logcumsumexp's backward free of inf − inf (a literal, not a
+    # module constant: TorchScript does not read global floats)
+    return torch.where(part > 0, torch.log(part.clamp_min(1e-300)), torch.full_like(part, -1e300))
 
 
 def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                         D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+                         D: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
                          delta_softplus: bool = True) -> torch.Tensor:
-    """Shapes as `selective_scan_ref`, with N = 1. Returns y in u's dtype."""
+    """Shapes as `selective_scan_ref`, with N = 1. Returns y in u's dtype. Compiles in TorchScript (no f-strings)."""
     if A.shape[-1] != 1 or B.shape[2] != 1:
-        raise ValueError(f"the torch scan backend supports d_state=1 only, got A {tuple(A.shape)}")
+        raise ValueError("the torch scan backend supports d_state=1 only, got A of shape {}".format(A.shape))
     batch, channels, length = u.shape
     groups = B.shape[1]
     work = torch.float64
