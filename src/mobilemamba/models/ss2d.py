@@ -47,7 +47,17 @@ class SS2D(nn.Module):
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d_inner, H, W) → (B, d_inner, H, W): scan both directions, merge per sample, LayerNorm."""
-        if resolve_backend(self.scan_backend, x.device, bidirectional=True) == "triton_bidir":
+        if torch.jit.is_scripting():  # TorchScript compiles the channel-major path alone (the torch scan)
+            return self._core_channel_major(x)
+        else:
+            return self._core_dispatched(x)
+
+    @torch.jit.unused
+    def _core_dispatched(self, x: torch.Tensor) -> torch.Tensor:
+        """The token-major core where the backend resolves to 'triton_bidir'; FX tracing (a Proxy input, whose device
+        is unknown) records the channel-major one, whose scan is a leaf."""
+        if not isinstance(x, torch.fx.Proxy) and resolve_backend(self.scan_backend, x.device,
+                                                                   bidirectional=True) == "triton_bidir":
             return self._core_token_major(x)
         return self._core_channel_major(x)
 
