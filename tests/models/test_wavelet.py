@@ -63,3 +63,12 @@ def test_the_pixel_shuffle_formulation_equals_the_conv_one_forward_and_backward(
         outs[impl] = (bands, image, *grads)
     for conv, shuffle in zip(outs["conv"], outs["shuffle"]):
         assert shuffle.shape == conv.shape and torch.allclose(shuffle, conv, atol=1e-5)
+
+
+def test_a_model_runs_the_conv_haar_step_by_default():
+    """conv is the eager default: the fastest eager form, and pytorch_wavelets' filter banks gave non-finite outputs
+    now and then in CPU bf16 training at 1x1 feature maps (the smoke model's last stage)."""
+    import mobilemamba
+
+    model = mobilemamba.create_model("mobilemamba_t2", embed_dim=(16, 32, 48), depth=(1, 1, 1))
+    assert {m.impl for m in model.modules() if isinstance(m, HaarTransform)} == {"conv"}

@@ -43,7 +43,7 @@ class MBWTConv2d(nn.Module):
     """WTE-Mamba: SS2D at full resolution plus a depthwise k×k conv applied to all four Haar subbands."""
 
     def __init__(self, dim: int, kernel_size: int, ssm_ratio: float = 2.0, d_state: int = 1,
-                 scan_backend: str = "auto", wavelet_impl: str = "pytorch_wavelets"):
+                 scan_backend: str = "auto", wavelet_impl: str = EAGER_WAVELET):
         super().__init__()
         self.dim = dim
         # Fixed filters: persistent buffers under the published parameters' names (checkpoints load strictly), so
@@ -70,7 +70,7 @@ class MobileMambaModule(nn.Module):
 
     def __init__(self, dim: int, global_ratio: float, local_ratio: float, kernel_size: int,
                  ssm_ratio: float = 2.0, d_state: int = 1, scan_backend: str = "auto",
-                 wavelet_impl: str = "pytorch_wavelets"):
+                 wavelet_impl: str = EAGER_WAVELET):
         super().__init__()
         self.splits = channel_split(dim, global_ratio, local_ratio)
         g, l, _ = self.splits
@@ -179,7 +179,7 @@ class MobileMamba(nn.Module):
                  global_ratio: Iterable[float] = (0.8, 0.7, 0.6), local_ratio: Iterable[float] = (0.2, 0.2, 0.3),
                  kernels: Iterable[int] = (7, 5, 3), ssm_ratio: float = 2.0, d_state: int = 1,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, distillation: bool = False,
-                 scan_backend: str = "auto", wavelet_impl: str = "pytorch_wavelets",
+                 scan_backend: str = "auto", wavelet_impl: str = EAGER_WAVELET,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         embed_dim, depth = tuple(embed_dim), tuple(depth)

@@ -3,9 +3,10 @@
 Subband order, for input channel c, is channel 4c + k with k = [LL, LH, HL, HH]: the filters
 0.5·[[1,1],[1,1]], 0.5·[[1,1],[-1,-1]], 0.5·[[1,-1],[1,-1]], 0.5·[[1,-1],[-1,1]] of the published model.
 Three equal formulations:
-- `pytorch_wavelets` (DWTForward/DWTInverse low-level filter banks, J=1, haar), the default;
-- `conv`: the reference's stride-2 grouped conv with those filters and its transpose (fewer kernels; used by
-  the fused inference model and for export);
+- `pytorch_wavelets` (DWTForward/DWTInverse low-level filter banks, J=1, haar): the package's own transform, kept
+  as the reference the other two are tested against;
+- `conv`: the reference's stride-2 grouped conv with those filters and its transpose, the default (`EAGER_WAVELET`:
+  fewer kernels, the fused inference model and export use it too);
 - `shuffle`: pixel_unshuffle, then each channel's four pixels of a 2×2 block mixed into its four subbands by the
   same filters (and the transpose mix, then pixel_shuffle, for the inverse): reshapes and elementwise arithmetic
   only, which torch.compile can fuse with the neighbouring scale and add instead of calling two grouped cuDNN
@@ -27,8 +28,10 @@ with warnings.catch_warnings():  # pytorch_wavelets imports the deprecated pkg_r
     from pytorch_wavelets.dwt import lowlevel
 
 WAVELET_IMPLS = ("pytorch_wavelets", "conv", "shuffle")
-# The Haar step of an eager model (what `fuse()` and bench's eager 'auto' pick): fused S6 inference on an H200 (bf16,
-# batch 256) runs 19.4k img/s with it against 9.4k with pytorch_wavelets; shuffle is the compiled form.
+# The Haar step of an eager model, the default of every model and what `fuse()` and bench's eager 'auto' pick: fused S6
+# inference on an H200 (bf16, batch 256) runs 19.4k img/s with it against 9.4k with pytorch_wavelets
+# (docs/results.md#same-harness); and pytorch_wavelets' filter banks gave non-finite outputs now and then in CPU bf16
+# training at 1x1 feature maps (torch 2.14.1), where conv gave none. shuffle is the compiled form.
 EAGER_WAVELET = "conv"
 
 
@@ -122,7 +125,7 @@ class HaarTransform(nn.Module):
     (`wt_filter`, `iwt_filter` on the owning module) stay the only wavelet tensors in a checkpoint.
     """
 
-    def __init__(self, impl: str = "pytorch_wavelets"):
+    def __init__(self, impl: str = EAGER_WAVELET):
         super().__init__()
         self.set_impl(impl)
         w = pywt.Wavelet("haar")
