@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -41,15 +42,6 @@ def test_compile_auto_is_the_graphed_whole_model_on_cuda_and_eager_on_cpu(device
 def test_compile_auto_stays_eager_where_the_compiler_cannot_run():
     plan = resolve_step_plan("cuda", "auto", "auto", "model", compiler_ready=False)
     assert plan.compile is None and "cannot generate code" in plan.describe()
-
-
-@pytest.mark.slow
-def test_a_cpu_run_with_the_default_config_is_eager_and_logs_its_startup_cost(cache_dir, tmp_path):
-    assert run(cache_dir, tmp_path, "trainer.epochs=1") == 0
-    (startup,) = [r for r in _records(tmp_path) if r.get("event") == "startup"]
-    assert (startup["compile"], startup["capture"], startup["first_update"], startup["resumed"]) == ("none", "model", 1, False)
-    assert startup["first_update_s"] > 0 and startup["update_s"] > 0
-    assert startup["startup_s"] == pytest.approx(max(0.0, startup["first_update_s"] - startup["update_s"]))
 
 
 # ------------------------------------------------------------------------------------------------ the device update
@@ -138,19 +130,31 @@ def _trace(run_dir: Path) -> dict:
     }
 
 
+NAN_AT_2 = "trainer.debug.nan_at=[2]"
+
+
+@pytest.fixture(scope="module")
+def per_update(cache_dir, tmp_path_factory) -> Path:
+    """The reference: 2 epochs x 3 updates, eager, read back after every update, update 2's loss made NaN."""
+    run_dir = tmp_path_factory.mktemp("per_update")
+    assert run(cache_dir, run_dir, NAN_AT_2, "trainer.log_every=1") == 0
+    return run_dir
+
+
 @pytest.mark.slow
-def test_metrics_read_back_every_k_updates_are_those_read_back_every_update(cache_dir, tmp_path):
-    nan = "trainer.debug.nan_at=[2]"
-    assert run(cache_dir, tmp_path / "every", nan, "trainer.log_every=1") == 0
-    assert run(cache_dir, tmp_path / "k", nan, "trainer.log_every=4") == 0
-    every, k = _trace(tmp_path / "every"), _trace(tmp_path / "k")
+def test_metrics_read_back_every_k_updates_are_those_read_back_every_update(cache_dir, tmp_path, per_update):
+    assert run(cache_dir, tmp_path, NAN_AT_2, "trainer.log_every=4") == 0
+    every, k = _trace(per_update), _trace(tmp_path)
     assert sorted(k["train"]) == [1, 4] and sorted(every["train"]) == [1, 2, 3, 4, 5, 6]
     assert {i: every["train"][i] for i in k["train"]} == k["train"]
     assert every["train"][2][-1] is True, "update 2 (a NaN loss) was skipped"
     assert k["eval"] == every["eval"] and k["events"] == every["events"]
     assert [e[:3] for e in k["events"] if e[0] == "nonfinite"] == [("nonfinite", 2, 1)]
-    assert_same_state(load(tmp_path / "k" / "last.ckpt"), load(tmp_path / "every" / "last.ckpt"))
-    assert load(tmp_path / "k" / "last.ckpt")["nonfinite"] == {"total": 1, "consecutive": 0}
+    assert_same_state(load(tmp_path / "last.ckpt"), load(per_update / "last.ckpt"))
+    assert load(tmp_path / "last.ckpt")["nonfinite"] == {"total": 1, "consecutive": 0}
+    (startup,) = [r for r in _records(tmp_path) if r.get("event") == "startup"]  # CPU: eager, as compile=auto says
+    assert (startup["compile"], startup["capture"], startup["first_update"], startup["resumed"]) == ("none", "model", 1, False)
+    assert startup["startup_s"] == pytest.approx(max(0.0, startup["first_update_s"] - startup["update_s"]))
 
 
 @contextlib.contextmanager
@@ -172,32 +176,46 @@ def _counting_host_reads(monkeypatch):
 
 @pytest.mark.slow
 def test_the_update_loop_reads_the_device_back_only_at_its_read_back_points(cache_dir, tmp_path, monkeypatch):
-    """4 more updates in an epoch (log_every=4) cost one more read-back (update 8), not one per update."""
+    """3 more updates in an epoch (log_every=3) cost one more read-back (update 6), not one per update."""
     reads = {}
-    for n in (4, 8):
+    for n in (3, 6):
         with _counting_host_reads(monkeypatch) as seen:
             assert run(cache_dir, tmp_path / str(n), "trainer.epochs=1", f"trainer.max_iters_per_epoch={n}",
-                       "trainer.log_every=4") == 0
+                       "trainer.log_every=3") == 0
         reads[n] = seen
-    assert len(reads[8]) - len(reads[4]) == 1, reads[8]
+    assert len(reads[6]) - len(reads[3]) == 1, reads[6]
 
 
 # ------------------------------------------------------------------------------------------------ capture=update
 @pytest.mark.slow
-def test_a_captured_update_computes_the_eager_losses_on_cpu(cache_dir, tmp_path):
-    """trainer.capture=update on CPU: static buffers and rehearsals, no graph. The rehearsals change nothing, so the
-    run is the eager one bit for bit; with the model compiled (aot_eager) the losses agree to rounding."""
-    variants = {"eager": (), "captured": ("trainer.capture=update",),
-                "captured_compiled": ("trainer.capture=update", "trainer.compile=true", "trainer.compile_backend=aot_eager")}
-    losses = {}
-    for name, extra in variants.items():
-        assert run(cache_dir, tmp_path / name, "trainer.epochs=1", *extra) == 0
-        losses[name] = [r["loss"] for r in _records(tmp_path / name) if r["kind"] == "train"]
-    assert len(losses["eager"]) == 3 and losses["captured"] == losses["eager"]
-    assert_same_state(load(tmp_path / "captured" / "last.ckpt"), load(tmp_path / "eager" / "last.ckpt"))
-    assert losses["captured_compiled"] == pytest.approx(losses["eager"], rel=1e-4)
-    (startup,) = [r for r in _records(tmp_path / "captured") if r.get("event") == "startup"]
+def test_a_captured_update_computes_the_eager_run_on_cpu(cache_dir, tmp_path, per_update):
+    """trainer.capture=update on CPU: static input buffers and rehearsals, no graph. The rehearsals change nothing,
+    so the run, its skipped NaN update included, is the eager one bit for bit."""
+    assert run(cache_dir, tmp_path, NAN_AT_2, "trainer.log_every=1", "trainer.capture=update") == 0
+    assert _trace(tmp_path) == _trace(per_update)
+    assert_same_state(load(tmp_path / "last.ckpt"), load(per_update / "last.ckpt"))
+    (startup,) = [r for r in _records(tmp_path) if r.get("event") == "startup"]
     assert startup["capture"] == "update" and startup["capture_s"] > 0
+
+
+@pytest.mark.slow
+def test_checkpoints_resume_across_the_eager_and_the_compiled_captured_paths(cache_dir, tmp_path, per_update):
+    """Compiled + captured (aot_eager on CPU) stopped after update 2, resumed eager and stopped after update 5,
+    resumed compiled + captured to the end: one run, with the losses of the eager one."""
+    fast = ("trainer.compile=true", "trainer.compile_backend=aot_eager", "trainer.capture=update")
+    for stop_at, path in ((1, fast), (4, ()), (None, fast)):  # a signal after update N stops after N + 1
+        stop = () if stop_at is None else (f"trainer.debug.stop_at={stop_at}",)
+        assert run(cache_dir, tmp_path, NAN_AT_2, "trainer.log_every=1", *path, *stop) == (0 if stop_at is None else 75)
+        ck, ref = load(tmp_path / "last.ckpt"), load(per_update / "last.ckpt")
+        for key in ("model", "ema"):
+            assert list(ck[key]) == list(ref[key]), f"{key}: the eager model's keys (no _orig_mod. or module.)"
+        assert ck["optimizer"]["param_groups"][0].keys() == ref["optimizer"]["param_groups"][0].keys()
+    assert [r["iteration"] for r in _records(tmp_path) if r.get("event") == "resume"] == [2, 5]
+    losses = {k: v[1] for k, v in _trace(tmp_path)["train"].items()}
+    reference = {k: v[1] for k, v in _trace(per_update)["train"].items()}
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    assert math.isnan(losses.pop(2)) and math.isnan(reference.pop(2))  # the NaN update, skipped on both
+    assert losses == pytest.approx(reference, rel=1e-4)
 
 
 def test_capture_update_refuses_what_it_cannot_capture(cache_dir):
