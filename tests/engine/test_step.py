@@ -104,7 +104,14 @@ def test_after_max_nonfinite_in_a_row_every_update_is_skipped_until_read_back():
         flags.append(update([_batch(i)]).tolist()[2:4])
     assert flags == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0]], \
         "(bad, skipped): the two good updates after the second NaN are held (the latch)"
-    assert update.consecutive.item() == 2
+    assert (update.consecutive.item(), update.tripped.item()) == (0, 1)
+    update.restart_count(2)  # a run resumed after that stop: good updates go through, one more NaN trips it again
+    poison.fill_(1.0)
+    assert update([_batch(5)]).tolist()[2:4] == [0.0, 0.0]
+    update.restart_count(2)
+    poison.fill_(float("nan"))
+    update([_batch(6)])
+    assert update.tripped.item() == 1
 
 
 def test_a_rehearsal_changes_nothing():

@@ -146,7 +146,8 @@ class DeviceUpdate:
     BN buffers put back where skipped, the EMA updated where not. Returns the record (`RECORD`) on the device.
 
     The latch: from the update that makes `max_nonfinite` consecutive non-finite ones, every update is skipped until
-    the host reads the records back and stops the run, so last.ckpt holds the last good state whenever that is.
+    the host reads the records back and stops the run, so last.ckpt holds the last good state whenever that is. The
+    host sets the count (`restart_count`) where it left it; a trip never outlives a read-back (the run stops there).
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, ema: Any, ddp: Any,
@@ -156,11 +157,17 @@ class DeviceUpdate:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.buffers = BufferGuard(model)
         self.clip = float("inf")  # the phase's grad_clip (inf: off)
-        self.consecutive = torch.zeros((), device=device)  # non-finite updates in a row (the latch's count)
+        self.consecutive = torch.zeros((), device=device)  # non-finite updates in a row
+        self.tripped = torch.zeros((), device=device)  # 1 once they reached max_nonfinite: the latch
         self.stop = torch.zeros((), device=device)  # written by the host before each update: a signal arrived here
 
     def set_phase(self, clip: float | None) -> None:
         self.clip = float(clip) if clip else float("inf")
+
+    def restart_count(self, consecutive: int) -> None:
+        """The count as the host last read it back (a checkpoint's, at a resume), the latch open."""
+        self.consecutive.fill_(float(consecutive))
+        self.tripped.zero_()
 
     def __call__(self, batches: Iterable[tuple[Tensor, Tensor]], rehearse: bool = False) -> Tensor:
         """`batches`: the update's `accum` micro-batches (an iterator: each is fetched when it is used).
@@ -187,10 +194,10 @@ class DeviceUpdate:
         if self.scaler is None:  # fp16: inf grads with a finite loss are the scaler's business (no step, lower scale)
             bad = bad | ~grads_finite
         bad_any, stop_any = D.all_reduce_max(torch.stack([bad.float(), self.stop]))
-        latched = self.consecutive >= self.max_nonfinite
-        skip = torch.ones_like(bad_any) if rehearse else torch.maximum(bad_any, latched.float())
+        skip = torch.ones_like(bad_any) if rehearse else torch.maximum(bad_any, self.tripped)
         if not rehearse:
-            self.consecutive.copy_(torch.where(bad_any > 0, self.consecutive + 1, self.consecutive * latched))
+            self.consecutive.copy_(torch.where(bad_any > 0, self.consecutive + 1, 0.0))
+            self.tripped.copy_(torch.maximum(self.tripped, (self.consecutive >= self.max_nonfinite).float()))
         with label("optimizer"):
             masked_step(self.optimizer, torch.maximum(skip, (~grads_finite).float()))
             self.optimizer.zero_grad(set_to_none=True)
@@ -240,7 +247,8 @@ class CapturedUpdate:
             return self.update([self.static])
         for lr, group in zip(self.lrs, self.update.optimizer.param_groups):
             lr.fill_(group["lr"])
-        self.graph.replay()
+        with label("replay"):
+            self.graph.replay()
         return self.record.clone()
 
     def _prepare(self) -> None:

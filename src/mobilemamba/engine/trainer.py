@@ -338,7 +338,7 @@ class Trainer:
         t, env = self.t, self.env
         bar = self._progress_bar(p)
         debug = t.get("debug") or {}
-        self.device_update.consecutive.fill_(float(self.nonfinite_run))  # the latch's count, as last read back
+        self.device_update.restart_count(self.nonfinite_run)
         self._window_start = time.perf_counter()
         while self.batch < self.batches_used:
             queued = self._queue_update(it)
@@ -443,7 +443,7 @@ class Trainer:
         stop = False
         for q, (loss, kd, bad, skipped, stop_any) in zip(queued, rows):
             if tripped is None and bad:
-                self._count_nonfinite(q, loss, located=q is queued[-1])
+                self._count_nonfinite(q, loss, batch_at_hand=q is queued[-1])
                 if self.nonfinite_run >= int(self.t.max_nonfinite):
                     tripped = q.update
             elif tripped is None and not skipped:
@@ -472,12 +472,12 @@ class Trainer:
                 f"(lower optim.lr or check the data, then rerun to resume)"
             )
 
-    def _count_nonfinite(self, q: "_Queued", loss: float, located: bool) -> None:
+    def _count_nonfinite(self, q: "_Queued", loss: float, batch_at_hand: bool) -> None:
         """A skipped non-finite update: counted, logged; the first non-finite loss of this process is traced to its
         module when its batch is still at hand (the last update read back)."""
         self.nonfinite_total += 1
         self.nonfinite_run += 1
-        if located and not q.injected and not math.isfinite(loss):
+        if batch_at_hand and not q.injected and not math.isfinite(loss):
             self._locate_nonfinite_once(q.update)
         self.logger.log("event", event="nonfinite", iteration=q.update, epoch=self.epoch + 1,
                         consecutive=self.nonfinite_run, total=self.nonfinite_total)
