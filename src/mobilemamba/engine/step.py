@@ -19,7 +19,6 @@ Running it (`resolve_step_plan`, `trainer.compile` / `compile_mode` / `capture`)
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -29,8 +28,6 @@ from torch import Tensor, nn
 
 from . import distributed as D
 from .profiling import label
-
-log = logging.getLogger("mobilemamba.engine")
 
 RECORD = ("loss", "kd", "bad", "skipped", "stop")  # one update's device record, in this order
 WARMUP_UPDATES = 3  # rehearsals before a capture: cuDNN's algorithm search, compilation, lazy optimizer state
@@ -104,7 +101,7 @@ class BufferGuard:
         params = {id(p) for p in model.parameters()}
         groups: dict[torch.dtype, list[Tensor]] = {}
         for b in model.state_dict(keep_vars=True).values():
-            if id(b) not in params:
+            if isinstance(b, Tensor) and id(b) not in params:
                 groups.setdefault(b.dtype, []).append(b.view(-1))  # views: copies into them land in the buffers
         self.flat = list(groups.values())
         self.sizes = [[b.numel() for b in group] for group in self.flat]
