@@ -251,7 +251,7 @@ def build_teacher(distill_cfg: Any, *, student_mean: Sequence[float], student_st
     Defaults: img_size / mean / std from the teacher's timm ``pretrained_cfg`` (``test_input_size``
     when it has one: a teacher only runs inference), dtype bf16 and channels_last on CUDA (fp32,
     contiguous on CPU), BN folded, compiled with CUDA graphs on CUDA (``compile: auto``; eager on CPU).
-    ``cuda_graphs=False``: compiled without graphs of its own (the caller captures the step around it).
+    ``cuda_graphs=False``: no graphs of its own (the caller captures the step around the teacher).
     """
     cfg = to_dict(distill_cfg)
     if choice(cfg, "kind", KINDS) == "none":
@@ -281,13 +281,13 @@ def build_teacher(distill_cfg: Any, *, student_mean: Sequence[float], student_st
 
 
 def compile_mode(value: Any, device: torch.device, cuda_graphs: bool = True) -> str | None:
-    """torch.compile's mode for ``distill.compile`` (None: eager). auto compiles on CUDA only, where the teacher's
-    forward is launch-bound; on CUDA the teacher replays CUDA graphs (``reduce-overhead``) unless ``cuda_graphs`` is
-    off; true compiles on CPU too."""
-    choice({"compile": str(value).lower()}, "compile", COMPILE_CHOICES)
-    if str(value).lower() == "false" or (str(value).lower() == "auto" and device.type != "cuda"):
+    """torch.compile's mode for ``distill.compile`` (None: eager). auto: on CUDA only, where the teacher's forward is
+    launch-bound, with CUDA graphs (``reduce-overhead``) unless ``cuda_graphs`` is off (the caller captures the step
+    around the teacher); eager on CPU. true: compiled without graphs, on any device."""
+    value = choice({"compile": str(value).lower()}, "compile", COMPILE_CHOICES)
+    if value == "false" or (value == "auto" and device.type != "cuda"):
         return None
-    return "reduce-overhead" if device.type == "cuda" and cuda_graphs else "default"
+    return "reduce-overhead" if value == "auto" and cuda_graphs else "default"
 
 
 def _load_model(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any], tuple[int, int] | None]:

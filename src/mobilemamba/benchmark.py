@@ -286,8 +286,7 @@ def _build_teacher(cfg: BenchConfig, model: nn.Module, img_size: int, device: to
     from distill import build_teacher  # top-level package of this repo
     tcfg = dict(kind="soft", teacher=cfg.teacher, pretrained=False, compile=cfg.compiling)
     mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
-    return build_teacher(tcfg, student_mean=mean, student_std=std, student_img_size=img_size, device=device,
-                         cuda_graphs=cfg.compile_mode == "reduce-overhead")  # graphs where the student has them
+    return build_teacher(tcfg, student_mean=mean, student_std=std, student_img_size=img_size, device=device)
 
 
 def resolve_device(cfg: BenchConfig) -> torch.device:
