@@ -166,15 +166,18 @@ def test_metrics_read_back_every_k_updates_are_those_read_back_every_update(cach
 
 @contextlib.contextmanager
 def _counting_host_reads(monkeypatch):
-    """Counts the device-to-host reads (Tensor.item/tolist/numpy/bool()/float()/int()) made by the engine's code."""
+    """Counts the device-to-host reads (Tensor.item/tolist/numpy/bool()/float()/int()) the engine's code makes inside
+    the update loop (`Trainer._train_updates` on the stack; the loader's own work on CPU tensors is not counted)."""
     reads: list[str] = []
     for name in HOST_READS:
         real = getattr(torch.Tensor, name)
 
         def counted(self, *args, _real=real, _name=name, **kwargs):
-            frame = sys._getframe(1)
-            if frame.f_code.co_filename.startswith(ENGINE_CODE):
-                reads.append(f"{_name} at {Path(frame.f_code.co_filename).name}:{frame.f_lineno}")
+            caller = frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_name != "_train_updates":
+                frame = frame.f_back
+            if frame is not None and caller.f_code.co_filename.startswith(ENGINE_CODE):
+                reads.append(f"{_name} at {Path(caller.f_code.co_filename).name}:{caller.f_lineno}")
             return _real(self, *args, **kwargs)
         monkeypatch.setattr(torch.Tensor, name, counted)
     yield reads
