@@ -57,8 +57,9 @@ class ModelEma(ModelEmaV3):
 
     @torch.no_grad()
     def update_unless(self, model: nn.Module, skip: torch.Tensor) -> None:
-        """The update, left out where `skip` (a 0/1 float on the device) is 1: the lerp's weight is 0 then, and the
-        integer buffers copied are the model's, which a skipped update put back. No host read."""
+        """The update, left out where `skip` (a 0/1 float on the device) is 1: the weight is 0 then, and the integer
+        buffers copied are the model's, which a skipped update put back. No host read: the lerp as sub, mul by the
+        device weight, add (torch's foreach lerp takes its weight as a host number, which would read it back)."""
         weight = (1.0 - skip) * (1.0 - self.decay)
         lists = self._lists(model)
         if lists is None:  # another device or dtype: tensor by tensor
@@ -66,7 +67,9 @@ class ModelEma(ModelEmaV3):
                 e.lerp_(m.to(e), weight.to(e.device)) if e.is_floating_point() else e.copy_(m)
             return
         if lists.ema_floats:
-            torch._foreach_lerp_(lists.ema_floats, lists.model_floats, weight)
+            delta = torch._foreach_sub(lists.model_floats, lists.ema_floats)
+            torch._foreach_mul_(delta, weight)
+            torch._foreach_add_(lists.ema_floats, delta)
         if lists.ema_others:
             torch._foreach_copy_(lists.ema_others, lists.model_others)
 
