@@ -9,7 +9,9 @@ checkpoints, epoch ends and its first update), through `read_back`.
 Running it (`resolve_step_plan`, `trainer.compile` / `compile_mode` / `capture`):
 - eager, or the model compiled by torch.compile (`trainer.compile=true|regional`; `auto`, the default, compiles the
   whole model with CUDA graphs (`reduce-overhead`) on CUDA and stays eager on CPU). The rest of the update is a few
-  eager multi-tensor kernels around the model's graphs.
+  eager multi-tensor kernels around the model's graphs. With DDP, torch.compile splits the wrapped model's graph at
+  DDP's bucket boundaries (DDPOptimizer), each piece its own CUDA graph, and the reducer launches each bucket's
+  all-reduce between them as the backward reaches it: the overlap eager DDP has, with DDP's bucketing unchanged.
 - `trainer.capture=update` (CUDA): the whole update, forward, backward, unscale, clip, the masked fused AdamW step,
   the scaler update, the BN restore and the EMA lerp, captured once as one CUDA graph (`CapturedUpdate`) and replayed;
   mixup and the loader stay outside and feed static input buffers. With DDP the gradient all-reduces are recorded in
