@@ -111,7 +111,7 @@ def make_train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], 
 def teacher_variants(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, Any]]:
     """distill configs of the teachers to compare: fp32 eager, and the fast path (± compile)."""
     base = dict(kind="soft", teacher=args.teacher, num_classes=args.num_classes,
-                teacher_kwargs=args.teacher_kwargs, img_size=args.teacher_img_size)
+                teacher_kwargs=args.teacher_kwargs, img_size=args.teacher_img_size, compile=False)
     variants = {"teacher fp32 eager": dict(base, dtype="fp32", channels_last=False, fuse_bn=False)}
     if device.type == "cuda":  # the reference: the teacher inside the student's fp16 autocast, unfused
         variants["teacher fp16 (reference)"] = dict(base, dtype="fp16", channels_last=False, fuse_bn=False)

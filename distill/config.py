@@ -11,6 +11,7 @@ KINDS = ("none", "soft", "hard")
 REDUCTIONS = ("batchmean", "numel")
 WEIGHTINGS = ("add", "convex")
 DTYPES = ("bf16", "fp16", "fp32")
+COMPILE_CHOICES = ("auto", "true", "false")
 
 # Every key the `distill` group may carry, with its default (None = decided at build time).
 DEFAULTS: dict[str, Any] = {
@@ -30,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "std": None,
     "dtype": None,
     "channels_last": None,
-    "compile": False,
+    "compile": "auto",  # CUDA: compiled, with CUDA graphs; CPU: eager (teachers.compile_mode)
     "fuse_bn": True,
 }
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import DTYPES, KINDS, DistillConfigError, choice, to_dict
+from .config import COMPILE_CHOICES, DTYPES, KINDS, DistillConfigError, choice, to_dict
 from .fuse import fuse_bn
 
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -263,12 +263,14 @@ def teacher_num_classes(distill_cfg: Any) -> int | None:
 
 
 def build_teacher(distill_cfg: Any, *, student_mean: Sequence[float], student_std: Sequence[float],
-                  student_img_size: int | Sequence[int], device: str | torch.device) -> Teacher | None:
+                  student_img_size: int | Sequence[int], device: str | torch.device,
+                  cuda_graphs: bool = True) -> Teacher | None:
     """The teacher for the `distill` config group, ready on ``device``; ``None`` for kind 'none'.
 
     Defaults: img_size / mean / std from the teacher's timm ``pretrained_cfg`` (``test_input_size``
     when it has one: a teacher only runs inference), dtype bf16 and channels_last on CUDA (fp32,
-    contiguous on CPU), BN folded, no compile.
+    contiguous on CPU), BN folded, compiled with CUDA graphs on CUDA (``compile: auto``; eager on CPU).
+    ``cuda_graphs=False``: no graphs of its own (the caller captures the step around the teacher).
     """
     cfg = to_dict(distill_cfg)
     if choice(cfg, "kind", KINDS) == "none":
@@ -287,13 +289,24 @@ def build_teacher(distill_cfg: Any, *, student_mean: Sequence[float], student_st
         model = _fuse_checked(model, img_size, identity["name"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg["compile"]:
-        model = torch.compile(model)
+    mode = compile_mode(cfg["compile"], device, cuda_graphs)
+    if mode is not None:
+        model = torch.compile(model, mode=mode)
     identity.update(img_size=list(img_size), dtype=dtype_name)
     return Teacher(model, student_mean=student_mean, student_std=student_std,
                    mean=cfg["mean"] or pcfg.get("mean") or (0.0, 0.0, 0.0),
                    std=cfg["std"] or pcfg.get("std") or (1.0, 1.0, 1.0),
                    img_size=img_size, dtype=dtype, channels_last=channels_last, identity=identity).to(device)
+
+
+def compile_mode(value: Any, device: torch.device, cuda_graphs: bool = True) -> str | None:
+    """torch.compile's mode for ``distill.compile`` (None: eager). auto: on CUDA only, where the teacher's forward is
+    launch-bound, with CUDA graphs (``reduce-overhead``) unless ``cuda_graphs`` is off (the caller captures the step
+    around the teacher); eager on CPU. true: compiled without graphs, on any device."""
+    value = choice({"compile": str(value).lower()}, "compile", COMPILE_CHOICES)
+    if value == "false" or (value == "auto" and device.type != "cuda"):
+        return None
+    return "reduce-overhead" if value == "auto" and cuda_graphs else "default"
 
 
 def _load_model(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any], tuple[int, int] | None]:

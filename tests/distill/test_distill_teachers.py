@@ -127,6 +127,24 @@ def test_missing_or_unreadable_checkpoint_and_unknown_teacher_are_clear_errors(t
         make(dict(teacher=str(tmp_path / "run" / "best.ckpt")))
 
 
+@pytest.mark.parametrize("value, device, graphs, mode", [
+    ("auto", "cpu", True, None), ("auto", "cuda", True, "reduce-overhead"), ("auto", "cuda", False, "default"),
+    (True, "cpu", True, "default"), ("true", "cuda", True, "default"), (False, "cuda", True, None),
+])
+def test_distill_compile_auto_graphs_the_teacher_on_cuda_and_leaves_it_eager_on_cpu(value, device, graphs, mode):
+    """cuda_graphs=False: the trainer captures the whole update around the teacher (no graph inside a graph);
+    true: compiled without graphs, wherever."""
+    from distill.teachers import compile_mode
+
+    assert compile_mode(value, torch.device(device), cuda_graphs=graphs) == mode
+
+
+def test_the_default_teacher_on_cpu_is_not_compiled_and_a_bad_compile_value_names_the_key():
+    assert not isinstance(make({}).model, torch._dynamo.eval_frame.OptimizedModule)
+    with pytest.raises(ValueError, match="distill.compile must be one of auto|true|false, got 'fast'"):
+        make(dict(compile="fast"))
+
+
 def test_bad_dtype_is_an_error_naming_the_key():
     with pytest.raises(ValueError, match="distill.dtype must be one of bf16|fp16|fp32, got 'int8'"):
         make(dict(dtype="int8"))

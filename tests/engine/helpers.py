@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,3 +50,12 @@ def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
         for k in sa[idx]:
             assert torch.equal(torch.as_tensor(sa[idx][k]), torch.as_tensor(sb[idx][k])), f"optimizer state {idx}.{k} differs"
     assert a["iteration"] == b["iteration"] and a["epoch"] == b["epoch"]
+
+
+class NoHostRead(TorchDispatchMode):
+    """Fails on any read of a tensor's value by the host (aten._local_scalar_dense: .item(), and the implicit ones,
+    such as a tensor passed where torch takes a number), which on CUDA would wait for the device."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        assert func is not torch.ops.aten._local_scalar_dense.default, "a host read of a device value"
+        return func(*args, **(kwargs or {}))

@@ -10,6 +10,8 @@ from torch import nn
 
 from mobilemamba.engine.ema import ModelEma
 
+from .helpers import NoHostRead
+
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
@@ -65,3 +67,17 @@ def test_low_precision_ema_takes_timms_own_path():
     ours.update(model)
     timms.update(model)
     torch.testing.assert_close(ours.module.state_dict(), timms.module.state_dict(), rtol=0, atol=0)
+
+
+def test_update_unless_averages_as_timm_does_or_leaves_the_average_alone_without_a_host_read():
+    model = _net()
+    ours, timms = ModelEma(model, decay=0.9, exclude_buffers=False), ModelEmaV3(model, decay=0.9, exclude_buffers=False)
+    _train_a_little(model, [])
+    with NoHostRead():  # the skip flag stays on the device
+        ours.update_unless(model, torch.tensor(0.0))
+    timms.update(model)
+    torch.testing.assert_close(ours.module.state_dict(), timms.module.state_dict())
+    before = {k: v.clone() for k, v in ours.module.state_dict().items()}
+    with NoHostRead():
+        ours.update_unless(model, torch.tensor(1.0))
+    assert all(torch.equal(v, before[k]) for k, v in ours.module.state_dict().items())

@@ -8,6 +8,7 @@ CLI::
 
     python -m mobilemamba.data.prepare synthetic ROOT [--classes 4 --per-class-train 16 --per-class-val 8 --size 48]
     python -m mobilemamba.data.prepare fashion-mnist ROOT [--per-class N] [--val-per-class M] [--source DIR]
+    python -m mobilemamba.data.prepare resized SRC DST --max-side N [--quality 90 --workers 8]
 """
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image
 
-from .folder import DatasetError
+from .folder import DatasetError, is_image_file
 
 STAMP = ".complete.json"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
@@ -276,6 +279,97 @@ def prepare_fashion_mnist(
     return _write_atomically(root, params, write)
 
 
+# ---------------------------------------------------------------- resized copy
+
+
+@dataclass
+class ResizeReport:
+    """What `resize_jpeg_folder` did: file counts by outcome, and the paths of the files it could not re-encode."""
+
+    counts: Counter = field(default_factory=Counter)  # resized | copied (small enough) | non_jpeg | unreadable | other
+    problems: dict = field(default_factory=lambda: {"non_jpeg": [], "unreadable": []})
+    done_before: bool = False  # DST already held this copy (same source and parameters): nothing written
+
+    def format(self, limit: int = 50) -> str:
+        if self.done_before:
+            return "already prepared with these parameters: nothing to do"
+        lines = [", ".join(f"{k} {self.counts[k]}" for k in ("resized", "copied", "non_jpeg", "unreadable", "other"))]
+        for status, paths in self.problems.items():
+            if paths:
+                lines.append(f"{status} ({len(paths)}), copied as they are:")
+                lines += [f"  {path}" for path in paths[:limit]] + ([f"  ... and {len(paths) - limit} more"] if len(paths) > limit else [])
+        return "\n".join(lines)
+
+
+def resize_jpeg(src: str, dst: str, max_side: int, quality: int) -> str:
+    """Write ``src`` to ``dst``: a JPEG whose shorter side exceeds ``max_side`` re-encoded at that shorter side
+    (Lanczos, same mode, EXIF and ICC profile kept); anything else copied byte for byte. Returns the outcome."""
+    try:
+        with Image.open(src) as img:
+            fmt, (w, h) = img.format, img.size
+            if fmt not in ("JPEG", "MPO"):  # MPO: a camera JPEG with extra frames
+                img.load()  # readable?
+                status = "non_jpeg"
+            elif min(w, h) <= max_side:
+                img.load()
+                status = "copied"
+            else:
+                scale = max_side / min(w, h)
+                size = (max(1, round(w * scale)), max(1, round(h * scale)))
+                img.draft(img.mode, (2 * size[0], 2 * size[1]))  # decode at >= 2x the target: fast, nothing lost
+                out = img.resize(size, Image.Resampling.LANCZOS)
+                extra = {k: img.info[k] for k in ("exif", "icc_profile") if img.info.get(k)}
+                out.save(dst, "JPEG", quality=quality, **extra)
+                return "resized"
+    except Exception:  # noqa: BLE001 - PIL raises many kinds for a broken file; it is reported, not fatal
+        status = "unreadable"
+    shutil.copyfile(src, dst)
+    return status
+
+
+def _resize_star(args: tuple[str, str, int, int]) -> str:
+    return resize_jpeg(*args)
+
+
+def resize_jpeg_folder(src: str | os.PathLike, dst: str | os.PathLike, max_side: int, quality: int = 90,
+                       workers: int = 0) -> ResizeReport:
+    """A copy of the folder dataset ``src`` at ``dst`` (``train/val/<class>/...`` and the root's files kept) with
+    every JPEG's shorter side at most ``max_side``: less for the loader to decode per image. Files that are not
+    JPEGs, or cannot be read, are copied as they are and reported. Written atomically, once per parameters."""
+    from .check import list_files  # the loaders' view of a folder dataset
+
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if max_side < 8 or not 1 <= quality <= 100:
+        raise DatasetError(f"resized: --max-side must be >= 8 and --quality in [1, 100], got {max_side}, {quality}")
+    if dst == src or src in dst.parents:
+        raise DatasetError(f"resized: DST {dst} must be outside SRC {src}")
+    files = [Path(path).relative_to(src) for _, _, path in list_files(src)]
+    params = dict(kind="resized", source=str(src), max_side=max_side, quality=quality)
+    report = ResizeReport(done_before=_is_complete(dst, params))
+
+    def write(tmp: Path) -> None:
+        for rel in {f.parent for f in files}:
+            (tmp / rel).mkdir(parents=True, exist_ok=True)
+        jobs = [(str(src / f), str(tmp / f), max_side, quality) for f in files if is_image_file(f.name)]
+        if workers > 1 and len(jobs) > 64:
+            with ProcessPoolExecutor(workers) as ex:
+                statuses = list(ex.map(_resize_star, jobs, chunksize=64))
+        else:
+            statuses = [resize_jpeg(*job) for job in jobs]
+        for (path, *_), status in zip(jobs, statuses):
+            report.counts[status] += 1
+            if status in report.problems:
+                report.problems[status].append(path)
+        others = [f for f in files if not is_image_file(f.name)]
+        others += [Path(p.name) for p in src.iterdir() if p.is_file() and p.name != STAMP]
+        for f in others:  # no image extension (no loader lists it), and the root's files (e.g. the exclusion list)
+            shutil.copyfile(src / f, tmp / f)
+            report.counts["other"] += 1
+
+    _write_atomically(dst, params, write)
+    return report
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mobilemamba.data.prepare", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -293,12 +387,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     f.add_argument("--source", default=None,
                    help="folder with the four .gz files (default: the subset shipped with the package when it holds "
                         f"enough, else {FASHION_MNIST_DIR} from Debian's dataset-fashion-mnist, else a download)")
+    r = sub.add_parser("resized", help="a copy of a JPEG folder dataset with the shorter side of every image <= N")
+    r.add_argument("src")
+    r.add_argument("dst")
+    r.add_argument("--max-side", type=int, required=True, help="largest shorter side kept, in pixels")
+    r.add_argument("--quality", type=int, default=90, help="JPEG quality of the re-encoded images")
+    r.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     args = ap.parse_args(argv)
     try:
         if args.what == "synthetic":
             out = make_synthetic_jpeg_folder(
                 args.root, args.classes, args.per_class_train, args.per_class_val, args.size, args.seed
             )
+        elif args.what == "resized":
+            report = resize_jpeg_folder(args.src, args.dst, args.max_side, args.quality, args.workers)
+            print(report.format())
+            out = Path(args.dst)
         else:
             out = prepare_fashion_mnist(args.root, args.per_class, args.val_per_class, args.source)
     except DatasetError as e:

@@ -282,9 +282,10 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
     if str(cfg.trainer.amp) not in AMP_MODES:
         raise ConfigError(f"trainer.amp must be one of {'|'.join(AMP_MODES)}, got {cfg.trainer.amp!r}")
     compile_how(cfg.trainer.get("compile"))
-    mode = str(cfg.trainer.get("compile_mode") or "default")
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"trainer.compile_mode must be one of {'|'.join(COMPILE_MODES)}, got {mode!r}")
+    mode = str(cfg.trainer.get("compile_mode") or "auto")
+    if mode not in ("auto", *COMPILE_MODES):
+        raise ConfigError(f"trainer.compile_mode must be one of auto|{'|'.join(COMPILE_MODES)}, got {mode!r}")
+    check_capture(cfg)
     apply_global_batch(cfg, world_size)
     mixing = float(cfg.aug.get("mixup", 0) or 0) > 0 or float(cfg.aug.get("cutmix", 0) or 0) > 0
     if mixing and int(cfg.data.batch_size) % 2:
@@ -296,14 +297,29 @@ def validate_train_config(cfg: DictConfig, world_size: int = 1, *, check_paths: 
 
 
 def compile_how(value: Any) -> str | None:
-    """trainer.compile: false (None), true (the whole train model: 'whole') or 'regional' (each block)."""
+    """trainer.compile: false (None), true (the whole train model: 'whole'), 'regional' (each block) or 'auto'
+    (decided by the device: engine/step.py, resolve_step_plan)."""
     if value is None or value is False or str(value).lower() in ("false", "none"):
         return None
     if value is True or str(value).lower() in ("true", "whole"):
         return "whole"
-    if str(value).lower() == "regional":
-        return "regional"
-    raise ConfigError(f"trainer.compile must be false, true or regional, got {value!r}")
+    if str(value).lower() in ("regional", "auto"):
+        return str(value).lower()
+    raise ConfigError(f"trainer.compile must be auto, false, true or regional, got {value!r}")
+
+
+def check_capture(cfg: DictConfig) -> str:
+    """trainer.capture: model (CUDA graphs of the compiled model, the default) or update (the whole update as one
+    CUDA graph: one micro-batch per update, the fused AdamW that skips on the device)."""
+    capture = str(cfg.trainer.get("capture") or "model")
+    if capture not in ("model", "update"):
+        raise ConfigError(f"trainer.capture must be model or update, got {capture!r}")
+    if capture == "update" and int(cfg.trainer.accum_steps) != 1:
+        raise ConfigError(f"trainer.capture=update captures one micro-batch per update; trainer.accum_steps="
+                          f"{cfg.trainer.accum_steps} needs trainer.capture=model")
+    if capture == "update" and cfg.optim.get("fused", "auto") is False:
+        raise ConfigError("trainer.capture=update needs the fused AdamW (optim.fused=auto or true), got optim.fused=false")
+    return capture
 
 
 def apply_global_batch(cfg: DictConfig, world_size: int) -> None:

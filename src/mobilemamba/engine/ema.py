@@ -39,16 +39,37 @@ class ModelEma(ModelEmaV3):
         others = [(e, m) for e, m in pairs if not e.is_floating_point()]
         return _Lists([e for e, _ in floats], [m for _, m in floats], [e for e, _ in others], [m for _, m in others])
 
-    @torch.no_grad()
-    def apply_update_(self, model: nn.Module, decay: float) -> None:
+    def _lists(self, model: nn.Module) -> "_Lists | None":
         if self._seen is None or self._seen[0] is not model:
             self._seen = (model, self._build_lists(model))
-        lists = self._seen[1]
+        return self._seen[1]
+
+    @torch.no_grad()
+    def apply_update_(self, model: nn.Module, decay: float) -> None:
+        lists = self._lists(model)
         if lists is None:
             super().apply_update_(model, decay)
             return
         if lists.ema_floats:
             torch._foreach_lerp_(lists.ema_floats, lists.model_floats, weight=1.0 - decay)
+        if lists.ema_others:
+            torch._foreach_copy_(lists.ema_others, lists.model_others)
+
+    @torch.no_grad()
+    def update_unless(self, model: nn.Module, skip: torch.Tensor) -> None:
+        """The update, left out where `skip` (a 0/1 float on the device) is 1: the weight is 0 then, and the integer
+        buffers copied are the model's, which a skipped update put back. No host read: the lerp as sub, mul by the
+        device weight, add (torch's foreach lerp takes its weight as a host number, which would read it back)."""
+        weight = (1.0 - skip) * (1.0 - self.decay)
+        lists = self._lists(model)
+        if lists is None:  # another device or dtype: tensor by tensor
+            for e, m in zip(_state_tensors(self.module).values(), _state_tensors(model).values()):
+                e.lerp_(m.to(e), weight.to(e.device)) if e.is_floating_point() else e.copy_(m)
+            return
+        if lists.ema_floats:
+            delta = torch._foreach_sub(lists.model_floats, lists.ema_floats)
+            torch._foreach_mul_(delta, weight)
+            torch._foreach_add_(lists.ema_floats, delta)
         if lists.ema_others:
             torch._foreach_copy_(lists.ema_others, lists.model_others)
 

@@ -38,10 +38,9 @@ def build_optimizer(model: nn.Module, optim_cfg: DictConfig, lr: float) -> torch
     fused = optim_cfg.get("fused", "auto")
     if fused not in ("auto", True, False):
         raise ConfigError(f"optim.fused must be auto, true or false, got {fused!r}")
-    on_cuda = all(p.is_cuda for p in model.parameters())
-    if fused is True and not on_cuda:
-        raise ConfigError("optim.fused=true needs the model on a CUDA device (use auto or false on CPU)")
-    extra = {"fused": True} if (fused is True or (fused == "auto" and on_cuda)) else {}
+    # the fused kernel (CUDA and CPU): one kernel per step instead of a chain of foreach ops (same update), and it
+    # skips a non-finite update on the device (found_inf), which is what keeps the host out of the update loop
+    extra = {"fused": True} if fused in ("auto", True) else {}
     return create_optimizer_v2(
         model,
         opt="adamw",
@@ -50,8 +49,26 @@ def build_optimizer(model: nn.Module, optim_cfg: DictConfig, lr: float) -> torch
         betas=tuple(float(b) for b in optim_cfg.betas),
         eps=float(optim_cfg.eps),
         param_group_fn=lambda m: reference_param_groups(m, wd),
-        **extra,  # one fused kernel per step on CUDA instead of a chain of foreach ops (same update)
+        **extra,
     )
+
+
+IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """`optimizer.load_state_dict(state)` keeping this optimizer's implementation (fused, foreach, capturable):
+    torch's loader takes every group setting from the file, so a checkpoint of a fused run would otherwise turn
+    a foreach optimizer fused (and back). Step counters move to where this implementation keeps them."""
+    own = [{k: g[k] for k in IMPLEMENTATION_KEYS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, keys in zip(optimizer.param_groups, own):
+        group.update(keys)
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if st and isinstance(st.get("step"), torch.Tensor):
+                st["step"] = st["step"].to(device=p.device if on_device else "cpu", dtype=torch.float32)
 
 
 def build_cosine(

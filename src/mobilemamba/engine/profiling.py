@@ -4,7 +4,8 @@ Why: an end-to-end step can be much slower than the model's bare step (the engin
 side); the profile says where the time goes. The window opens after `PROFILE_SKIP` updates (compilation, CUDA graph
 capture, cuDNN autotuning) and two warm-up updates. Written to the run directory:
 - `profile_summary.txt`: per update, wall time, device kernel time (GPU busy share) and the host time of each labelled
-  part of the step (`data`, `mixup`, `forward`, `backward`, `step_sync`, `optimizer`, `ema`: see `Trainer._train_updates`);
+  part of the step (`data`, `mixup`, `forward`, `backward`, `optimizer`, `ema`, `replay` (the captured update),
+  `read_back`: see `Trainer._train_updates` and engine/step.py);
 - `profile_ops.txt`: the top ops by self device time and by self host time;
 - `profile_trace.json.gz`: the Chrome / Perfetto trace.
 """
@@ -23,7 +24,7 @@ log = logging.getLogger("mobilemamba.engine")
 
 PROFILE_SKIP = 10  # updates before the window: compile, CUDA graph capture, autotuning
 PROFILE_WARMUP = 2
-STEP_PARTS = ("data", "mixup", "forward", "backward", "step_sync", "optimizer", "ema")
+STEP_PARTS = ("data", "mixup", "forward", "backward", "optimizer", "ema", "replay", "read_back")
 
 label = record_function  # the step's parts, named in the trace (near-free when no profiler runs)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
 
@@ -28,17 +30,18 @@ from . import faults
 from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, atomic_save, capture_rng, check_same_run, load_file, restore_rng
 from ..models import count_params
 from ..models.compiling import compile_model
-from .config import (ConfigError, Phase, build_model, compile_how, dataset_name, lr_plan, plain, resolve_phases,
-                     should_evaluate)
+from .config import (ConfigError, Phase, build_model, check_capture, compile_how, dataset_name, lr_plan, plain,
+                     resolve_phases, should_evaluate)
 from .ema import ModelEma
 from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, iterating, max_abs_diff, rng_neutral_iter
 from .layout import Layout, check_resume_layout, resume_batch, saved_layout
 from .nonfinite import locate_nonfinite
 from .ontrack import on_track
-from .optim import PhasedSchedule, build_optimizer
+from .optim import PhasedSchedule, build_optimizer, load_optimizer_state
 from .preempt import Preempted, PreemptionHandler
 from .profiling import label, update_profiler
 from .runlog import RunLogger, log_interval, plot_curves
+from .step import BufferGuard, CapturedUpdate, DeviceUpdate, StepPlan, compiler_ready, read_back, resolve_step_plan
 
 log = logging.getLogger("mobilemamba.engine")
 
@@ -138,7 +141,9 @@ class Trainer:
         self.ontrack = on_track(cfg, self.phases, self.plan.global_batch)
         if self.ontrack is not None and env.is_main:
             self.ontrack.announce(log)
+        self.step_plan = self._step_plan()
         self.train_model = self._wrap_model()
+        self._build_update()
         D.seed_everything(int(cfg.seed) + env.rank)  # per-rank streams for augmentation, drop-path, mixup
         return self
 
@@ -181,10 +186,10 @@ class Trainer:
             return torch.bfloat16
         return torch.float16 if mode == "fp16" else torch.bfloat16
 
-    def autocast(self) -> ContextManager:
+    def autocast(self, cache: bool = True) -> ContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, cache_enabled=cache)
 
     def _build_mixup_and_loss(self):
         a = self.cfg.aug
@@ -202,6 +207,15 @@ class Trainer:
             return mix, SoftTargetCrossEntropy()
         return None, lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
 
+    def _step_plan(self) -> StepPlan:
+        """trainer.compile / compile_mode / capture resolved for this device (logged once, in the startup event)."""
+        plan = resolve_step_plan(self.device.type, compile_how(self.t.get("compile")),
+                                 str(self.t.get("compile_mode") or "auto"), check_capture(self.cfg),
+                                 compiler_ready(self.device.type))
+        if self.env.is_main:
+            log.info("training step: %s", plan.describe())
+        return plan
+
     def _wrap_model(self) -> nn.Module:
         model: nn.Module = self.model
         self.ddp = None
@@ -209,14 +223,34 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # grads as views of the all-reduce buckets: no copy in or out of the buckets each step
-            self.ddp = DDP(model, device_ids=ids, broadcast_buffers=True, gradient_as_bucket_view=True)
+            # a captured update records DDP's collectives: its buckets are made on a side stream (PyTorch's notes)
+            side = self.device.type == "cuda" and self.step_plan.capture == "update"
+            with torch.cuda.stream(torch.cuda.Stream(self.device)) if side else contextlib.nullcontext():
+                # grads as views of the all-reduce buckets: no copy in or out of the buckets each step
+                self.ddp = DDP(model, device_ids=ids, broadcast_buffers=True, gradient_as_bucket_view=True)
+            if side:
+                torch.cuda.synchronize(self.device)
             model = self.ddp
-        how = compile_how(self.t.get("compile"))
+        how = self.step_plan.compile
         if how is not None:  # whole: one graph around DDP; regional: each block in place (faster to compile)
-            model = compile_model(model, self.model, how, str(self.t.get("compile_mode") or "default"),
+            model = compile_model(model, self.model, how, self.step_plan.mode,
                                   str(self.t.get("compile_backend") or "inductor"))
         return model
+
+    def _build_update(self) -> None:
+        """The update as device work (engine/step.py), run as is or captured whole (trainer.capture=update)."""
+        self.device_update = DeviceUpdate(
+            model=self.model, optimizer=self.optimizer, scaler=self.scaler, ema=self.ema, ddp=self.ddp,
+            forward_loss=self._forward_loss, accum=self.accum, max_nonfinite=int(self.t.max_nonfinite), device=self.device,
+        )
+        self.captured = CapturedUpdate(self.device_update, self.device) if self.step_plan.capture == "update" else None
+        self.run_update = self.captured or self.device_update
+        self._queued: list[_Queued] = []  # updates queued on the device, not read back yet
+        # trainer.debug.nan_at: the loss times this device scalar, NaN on the chosen updates (1 otherwise)
+        debug = self.t.get("debug") or {}
+        self._nan_at = {int(i) for i in (debug.get("nan_at") or [])}
+        self._nan_rank = None if debug.get("nan_rank") is None else int(debug.nan_rank)
+        self._poison = torch.ones((), device=self.device) if self._nan_at else None
 
     # ================================================================================== phases / teacher
     def phase_of(self, epoch: int) -> int:
@@ -238,6 +272,7 @@ class Trainer:
                     teacher = distill.build_teacher(
                         ph.distill, student_mean=self.mean, student_std=self.std,
                         student_img_size=int(self.cfg.model.img_size), device=self.device,
+                        cuda_graphs=self.step_plan.capture != "update",  # no graph inside the update's graph
                     )
                     kd = distill.build_kd_loss(ph.distill)
                 self._teacher_cache = {key: (teacher, kd)}  # keep one teacher in memory
@@ -246,6 +281,9 @@ class Trainer:
         self.grad_clip = ph.grad_clip if ph.grad_clip is not None else self.t.get("grad_clip")
         if self.ema is not None:
             self.ema.decay = float(ph.ema_decay if ph.ema_decay is not None else self.t.ema_decay)
+        self.device_update.set_phase(self.grad_clip)
+        if self.captured is not None:
+            self.captured.reset()  # the graph holds the teacher, the clip and the EMA decay of the phase before
         self.schedule.step_update(self.update, p)
         if self.epoch != self.phase_epoch_start[p] or self.batch != 0:
             return  # resumed inside the phase: its start was logged before the checkpoint
@@ -315,65 +353,26 @@ class Trainer:
             self._train_updates(p, it, tick)  # the loader is closed on a preemption too (see iterating)
 
     def _train_updates(self, p: int, it: Iterator, tick: Callable[[], None]) -> None:
+        """The epoch's updates. Each is queued on the device (`_queue_update`, no host wait); the records are read
+        back only where `_read_back_due` says, and a stop (signal, max_nonfinite) is decided there."""
         t, env = self.t, self.env
         bar = self._progress_bar(p)
         debug = t.get("debug") or {}
-        nan_at = set(int(i) for i in (debug.get("nan_at") or []))
-        nan_rank = debug.get("nan_rank")
-        last_end = time.perf_counter()
+        self.device_update.restart_count(self.nonfinite_run)
+        self._window_start = time.perf_counter()
         while self.batch < self.batches_used:
-            t0 = time.perf_counter()
-            data_time = 0.0
-            loss_sum = kd_sum = None  # device tensors: the step reads them back once, with the skip flags
-            self._snapshot_buffers()  # a skipped update also leaves BN statistics untouched
-            for micro in range(self.accum):
-                td = time.perf_counter()
-                with label("data"):
-                    images, targets = next(it)
-                data_time += time.perf_counter() - td
-                images = faults.poison_batch(images, self.update + 1, env.rank)  # inert unless MOBILEMAMBA_FAULT_NAN_INPUT
-                inject = (self.update + 1) in nan_at and (nan_rank is None or int(nan_rank) == env.rank)
-                loss, kd = self._forward_loss(images, targets, inject)
-                sync_ctx = self.ddp.no_sync() if self.ddp is not None and micro < self.accum - 1 else contextlib.nullcontext()
-                with sync_ctx, label("backward"):
-                    if self.scaler is not None:
-                        self.scaler.scale(loss / self.accum).backward()
-                    else:
-                        (loss / self.accum).backward()
-                lv = loss.detach().float() / self.accum
-                loss_sum = lv if loss_sum is None else loss_sum + lv
-                if kd is not None:
-                    kd_sum = kd / self.accum if kd_sum is None else kd_sum + kd / self.accum
-            skipped, loss_val, kd_val = self._optimizer_step(loss_sum, kd_sum)
+            queued = self._queue_update(it)
             self.batch += self.accum
             self.update += 1
             self.schedule.step_update(self.update, p)
+            queued.lr = self.optimizer.param_groups[-1]["lr"]
+            self._queued.append(queued)
             if float(debug.get("sleep") or 0) > 0:
                 time.sleep(float(debug.sleep))
-            # bookkeeping
-            now = time.perf_counter()
-            step_time = now - t0
-            imgs = images.shape[0] * self.accum * env.world_size
-            if not skipped:
-                self.epoch_stats["loss_sum"] += loss_val
-                self.epoch_stats["kd_sum"] += kd_val
-                self.epoch_stats["updates"] += 1
-            self.epoch_stats["images"] += imgs
-            self.epoch_stats["time"] += now - last_end
-            last_end = now
-            ips = imgs / max(step_time, 1e-9)
-            self.img_per_s_hist.append(ips)
-            lr = self.optimizer.param_groups[-1]["lr"]
             if bar is not None:
                 bar.update(1)
-                remaining = (self.total_updates - self.update) * self.epoch_stats["time"] / max(1, self.epoch_stats["updates"] or 1)
-                bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}", ips=f"{ips:.0f}",
-                                data=f"{data_time * 1e3:.0f}ms", step=f"{step_time * 1e3:.0f}ms",
-                                eta=_fmt_secs(remaining))
-            if self.update % self.log_every == 0 or self.update == 1:
-                self.logger.log("train", phase=self.phases[p].name, epoch=self.epoch + 1, iteration=self.update,
-                                loss=loss_val, kd=kd_val, lr=lr, img_per_s=ips, data_time=data_time, step_time=step_time,
-                                skipped=skipped)
+            if self._read_back_due():
+                self._read_back(p, bar)
             if debug.get("stop_at") is not None and self.update == int(debug.stop_at):
                 os.kill(os.getpid(), signal.SIGTERM)  # simulated preemption, handled like a real one
             if self._stop_requested:
@@ -389,17 +388,38 @@ class Trainer:
         if self._agree_stop():
             self._preempt_exit()
 
-    def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor, inject_nan: bool):
+    def _queue_update(self, it: Iterator) -> "_Queued":
+        """Queue the next update on the device; its micro-batches are fetched (and mixed) as it consumes them."""
+        update, rank = self.update + 1, self.env.rank
+        injected = update in self._nan_at and (self._nan_rank is None or self._nan_rank == rank)
+        if self._poison is not None:
+            self._poison.fill_(float("nan") if injected else 1.0)
+        self.device_update.stop.fill_(float(self.preempt.requested != 0))
+        fetched = {"images": 0, "data_time": 0.0}
+
+        def micro_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for _ in range(self.accum):
+                td = time.perf_counter()
+                with label("data"):
+                    images, targets = next(it)
+                fetched["data_time"] += time.perf_counter() - td
+                images = faults.poison_batch(images, update, rank)  # inert unless MOBILEMAMBA_FAULT_NAN_INPUT
+                fetched["images"] += images.shape[0] * self.env.world_size
+                if self.mixup is not None:
+                    with label("mixup"):
+                        images, targets = self.mixup(images, targets)
+                self._last_inputs = images  # for locating a non-finite loss (no copy)
+                yield images, targets
+
+        record = self.run_update(micro_batches())
+        return _Queued(update, record, fetched["images"], fetched["data_time"], injected)
+
+    def _forward_loss(self, images: torch.Tensor, soft: torch.Tensor):
         """(loss, kd term or None) as device tensors: nothing here waits for the GPU."""
-        if self.mixup is not None:
-            with label("mixup"):
-                images, soft = self.mixup(images, targets)
-        else:
-            soft = targets
-        with self.autocast(), label("forward"):
+        # no autocast weight cache: a captured update cannot hold one (the same casts, redone)
+        with self.autocast(cache=False), label("forward"):
             out = self.train_model(images)
             t_logits = self.teacher(images) if self.teacher is not None else None
-        self._last_inputs, self._last_injected = images, inject_nan  # for locating a non-finite loss (no copy)
         cls_out = out[0] if isinstance(out, (tuple, list)) else out
         loss = self.criterion(cls_out.float(), soft)  # the base loss in fp32
         kd = None
@@ -407,119 +427,125 @@ class Trainer:
             loss, terms = self.kd_loss(out, t_logits.float(), loss)
             kd = terms.get("kd")
             kd = None if kd is None else torch.as_tensor(kd, dtype=torch.float32, device=loss.device).detach()
-        if inject_nan:
-            loss = loss * float("nan")
+        if self._poison is not None:
+            loss = loss * self._poison
         return loss, kd
 
-    def _optimizer_step(self, loss_sum: torch.Tensor, kd_sum: torch.Tensor | None) -> tuple[bool, float, float]:
-        """Clip and step; a non-finite loss or grad on ANY rank skips the update everywhere.
+    def _read_back_due(self) -> bool:
+        """Where the queued records are read back: every trainer.log_every updates and the run's first (the train
+        records), this process's first (its startup cost), each periodic checkpoint and the epoch's last (they hold
+        everything up to them). The same updates on every rank, since a stop is decided there for all; only a single
+        process, having no rank to agree with, also reads back at once after a signal."""
+        u, every = self.update, int(self.t.get("ckpt_every_iters") or 0)
+        return (u % self.log_every == 0 or u == 1 or self._readbacks == 0
+                or (every > 0 and u % every == 0) or self.batch >= self.batches_used
+                or (not self.env.distributed and self.preempt.requested != 0))
 
-        Returns (skipped, loss, kd). The only host sync of a training step is here: the skip flags (max over
-        ranks) and this rank's loss come back in one transfer, so the GPU queue is not drained several times
-        a step (the backward is still running when the clip and the all-reduce are queued).
-        """
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        clip = float(self.grad_clip) if self.grad_clip else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        bad = ~torch.isfinite(loss_sum)
-        if self.scaler is None:  # fp16: inf grads with a finite loss are the scaler's business (it skips, lowers the scale)
-            bad = bad | ~torch.isfinite(grad_norm.to(self.device))
-        stop = torch.full((), float(self.preempt.requested != 0), device=self.device)
-        flags = D.all_reduce_max(torch.stack([bad.float(), stop]))
-        kd = kd_sum if kd_sum is not None else torch.zeros((), device=self.device)
-        with label("step_sync"):
-            bad_any, stop_any, loss_val, kd_val = torch.cat([flags, loss_sum.view(1), kd.view(1)]).tolist()
-        self._stop_requested = bool(stop_any)
-        if bad_any > 0:
-            self.optimizer.zero_grad(set_to_none=True)
-            if not np.isfinite(loss_val):
-                self._locate_nonfinite_once()
-            self._last_inputs = None
-            self._restore_buffers()
-            if self.scaler is not None:
-                self.scaler.update()  # found_inf was recorded by unscale_: lowers the scale, resets state
-            self.nonfinite_total += 1
-            self.nonfinite_run += 1
-            self.logger.log("event", event="nonfinite", iteration=self.update + 1, epoch=self.epoch + 1,
-                            consecutive=self.nonfinite_run, total=self.nonfinite_total)
-            log.warning("non-finite loss/grad at update %d: update skipped on all ranks (%d in a row, %d total)",
-                        self.update + 1, self.nonfinite_run, self.nonfinite_total)
-            if self.nonfinite_run >= int(self.t.max_nonfinite):
-                self.update += 1  # this batch is consumed; resume continues after it
-                self.batch += self.accum
-                self.schedule.step_update(self.update, self.phase_of(self.epoch))
-                self.save_checkpoint()
-                raise NonFiniteError(
-                    f"trainer.max_nonfinite={self.t.max_nonfinite}: {self.nonfinite_run} consecutive non-finite "
-                    f"losses/gradients up to update {self.update}; last.ckpt holds the last good weights "
-                    f"(lower optim.lr or check the data, then rerun to resume)"
-                )
-            return True, loss_val, kd_val
-        self._last_inputs = None  # the batch is not held past its step
-        with label("optimizer"):
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            with label("ema"):
-                self.ema.update(self.model)  # rank 0's EMA is the one saved; other ranks take its buffers before eval
-        self.nonfinite_run = 0
-        return False, loss_val, kd_val
+    def _read_back(self, p: int, bar: Any) -> None:
+        """The queued updates' records in one transfer, accounted for in order: epoch statistics, non-finite counts
+        and events, train records at the log points (timing fields: averages over the updates read back together),
+        the stop flags. Raises NonFiniteError (after last.ckpt) at trainer.max_nonfinite updates in a row."""
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        with label("read_back"):
+            rows = read_back(torch.stack([q.record for q in queued]))
+        now = time.perf_counter()
+        window_s, self._window_start = now - self._window_start, now
+        images = sum(q.images for q in queued)
+        timing = {"img_per_s": images / max(window_s, 1e-9), "data_time": sum(q.data_time for q in queued) / len(queued),
+                  "step_time": window_s / len(queued)}
+        self.img_per_s_hist.append(timing["img_per_s"])
+        st = self.epoch_stats
+        st["images"] += images
+        st["time"] += window_s
+        tripped: int | None = None  # the update that made max_nonfinite in a row; later ones were skipped (latch)
+        stop = False
+        for q, (loss, kd, bad, skipped, stop_any) in zip(queued, rows):
+            if tripped is None and bad:
+                self._count_nonfinite(q, loss, batch_at_hand=q is queued[-1])
+                if self.nonfinite_run >= int(self.t.max_nonfinite):
+                    tripped = q.update
+            elif tripped is None and not skipped:
+                self.nonfinite_run = 0
+            if not skipped:
+                st["loss_sum"] += loss
+                st["kd_sum"] += kd
+                st["updates"] += 1
+            if q.update % self.log_every == 0 or q.update == 1:
+                self.logger.log("train", phase=self.phases[p].name, epoch=self.epoch + 1, iteration=q.update,
+                                loss=loss, kd=kd, lr=q.lr, skipped=bool(skipped), **timing)
+            stop = stop or stop_any > 0
+        self._last_inputs = None  # the batch is not held past its read-back
+        self._stop_requested = stop or (not self.env.distributed and self.preempt.requested != 0)
+        self._note_startup(window_s, len(queued))
+        if bar is not None:
+            remaining = (self.total_updates - self.update) * st["time"] / max(1, st["updates"])
+            bar.set_postfix(loss=f"{rows[-1][0]:.4f}", lr=f"{queued[-1].lr:.2e}", ips=f"{timing['img_per_s']:.0f}",
+                            data=f"{timing['data_time'] * 1e3:.0f}ms", step=f"{timing['step_time'] * 1e3:.0f}ms",
+                            eta=_fmt_secs(remaining))
+        if tripped is not None:
+            self.save_checkpoint()
+            raise NonFiniteError(
+                f"trainer.max_nonfinite={self.t.max_nonfinite}: {self.nonfinite_run} consecutive non-finite "
+                f"losses/gradients up to update {tripped}; last.ckpt holds the last good weights "
+                f"(lower optim.lr or check the data, then rerun to resume)"
+            )
+
+    def _count_nonfinite(self, q: "_Queued", loss: float, batch_at_hand: bool) -> None:
+        """A skipped non-finite update: counted, logged; the first non-finite loss of this process is traced to its
+        module when its batch is still at hand (the last update read back)."""
+        self.nonfinite_total += 1
+        self.nonfinite_run += 1
+        if batch_at_hand and not q.injected and not math.isfinite(loss):
+            self._locate_nonfinite_once(q.update)
+        self.logger.log("event", event="nonfinite", iteration=q.update, epoch=self.epoch + 1,
+                        consecutive=self.nonfinite_run, total=self.nonfinite_total)
+        log.warning("non-finite loss/grad at update %d: update skipped on all ranks (%d in a row, %d total)",
+                    q.update, self.nonfinite_run, self.nonfinite_total)
+
+    def _note_startup(self, window_s: float, updates: int) -> None:
+        """This process's startup cost as an event, at its second read-back: its first update (compilation, CUDA
+        graph capture, cuDNN's search, the loader's start) against the updates after it."""
+        self._readbacks += 1
+        if self._readbacks == 1:
+            self._first_update = (self.update, window_s)
+            return
+        if self._readbacks > 2:
+            return
+        first, first_s = self._first_update
+        per = window_s / updates
+        capture_s = self.captured.capture_s if self.captured is not None else None
+        self.logger.log("event", event="startup", iteration=self.update, first_update=first, resumed=first > 1,
+                        first_update_s=first_s, update_s=per, startup_s=max(0.0, first_s - per), capture_s=capture_s,
+                        compile=self.step_plan.compile or "none", compile_mode=self.step_plan.mode,
+                        capture=self.step_plan.capture)
+        if self.env.is_main:
+            log.info("startup: first update %.1f s, then %.3f s per update (%s)", first_s, per, self.step_plan.describe())
 
     _stop_requested = False
     _profiled = False
-    _buffer_groups: tuple[nn.Module, list[list[torch.Tensor]]] | None = None  # (model, its buffers by dtype)
-    _saved_buffers: list[list[torch.Tensor]] | None = None
     _last_inputs: torch.Tensor | None = None
-    _last_injected = False
     _located = False
+    _readbacks = 0  # read-backs in this process
+    _first_update: tuple[int, float] = (0, 0.0)  # (update, seconds) of this process's first
 
-    def _locate_nonfinite_once(self) -> None:
+    def _locate_nonfinite_once(self, update: int) -> None:
         """At the first non-finite loss of this process, name the module whose output overflowed (fp16 > 65504?)
         by re-running the batch's forward with hooks: one line in the log and an event in metrics.jsonl."""
-        if self._located or self._last_inputs is None or self._last_injected:
+        if self._located or self._last_inputs is None:
             return
         self._located = True
+        guard = BufferGuard(self.model)  # the rerun's train-mode forward moves BN statistics: put them back
+        guard.snapshot()
         site = locate_nonfinite(self.model, self._last_inputs, self.autocast)
+        guard.restore_where(torch.ones((), dtype=torch.bool, device=self.device))
         what = site.describe() if site is not None else "the forward is finite on a rerun (the loss or a kernel's nondeterminism?)"
-        log.warning("non-finite loss at update %d on rank %d: %s", self.update + 1, self.env.rank, what,
+        log.warning("non-finite loss at update %d on rank %d: %s", update, self.env.rank, what,
                     extra=D.RANK_SPECIFIC)
-        self.logger.log("event", event="nonfinite_site", iteration=self.update + 1, rank=self.env.rank,
+        self.logger.log("event", event="nonfinite_site", iteration=update, rank=self.env.rank,
                         **({"module": site.module, "module_class": site.module_class, "dtype": site.dtype,
                             "input_absmax": site.input_absmax, "inputs_finite": site.inputs_finite} if site else {}))
-
-    def _buffers_by_dtype(self) -> list[list[torch.Tensor]]:
-        """The model's buffers grouped by dtype, collected once: one multi-tensor copy per group (a single copy over
-        mixed dtypes falls back to one copy per tensor, ~4 ms of host time per S6 update on an H200:
-        docs/results.md#superseded)."""
-        if self._buffer_groups is None or self._buffer_groups[0] is not self.model:
-            groups: dict[torch.dtype, list[torch.Tensor]] = {}
-            for b in self.model.buffers():
-                groups.setdefault(b.dtype, []).append(b)
-            self._buffer_groups, self._saved_buffers = (self.model, list(groups.values())), None
-        return self._buffer_groups[1]
-
-    @torch.no_grad()
-    def _snapshot_buffers(self) -> None:
-        """Copy the model's buffers (BN running stats: small) before an update's forward passes, into buffers
-        allocated once."""
-        live = self._buffers_by_dtype()
-        if self._saved_buffers is None:
-            self._saved_buffers = [[b.clone() for b in group] for group in live]
-        else:
-            for saved, group in zip(self._saved_buffers, live):
-                torch._foreach_copy_(saved, group)
-
-    @torch.no_grad()
-    def _restore_buffers(self) -> None:
-        """Undo what the forward passes of a skipped update did to the buffers (a NaN batch poisons BN stats)."""
-        for saved, group in zip(self._saved_buffers or [], self._buffers_by_dtype()):
-            torch._foreach_copy_(group, saved)
 
     def _sync_ema_buffers(self) -> None:
         """Rank 0's EMA BN statistics on every rank (each rank's EMA averages its own local BN stats between
@@ -693,7 +719,7 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
             if self.ema is not None and ck.get("ema") is not None:
                 self.ema.module.load_state_dict(ck["ema"])
-            self.optimizer.load_state_dict(ck["optimizer"])
+            load_optimizer_state(self.optimizer, ck["optimizer"])  # written by any path: fused, captured or not
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointLoadError(f"{path} does not fit this model/optimizer: {_first_line(exc)[:300]}") from exc
         if self.scaler is not None and ck.get("scaler"):
@@ -852,6 +878,18 @@ def progress_bar(total: int, initial: int, desc: str, file: Any = None):
     tty = (file or sys.stderr).isatty()
     return tqdm(total=total, initial=initial, desc=desc, file=file, leave=not tty, dynamic_ncols=True,
                 mininterval=1.0 if tty else 30.0, bar_format=BAR_FORMAT)
+
+
+@dataclass
+class _Queued:
+    """An update queued on the device, until its record (step.RECORD) is read back."""
+
+    update: int
+    record: torch.Tensor
+    images: int  # over all ranks
+    data_time: float
+    injected: bool  # trainer.debug.nan_at made its loss NaN
+    lr: float = 0.0  # the lr after it, as the train records have it
 
 
 def _fmt_secs(s: float) -> str:
