@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# Model throughput on one GPU (bench.py): fused inference and the training step (AdamW, clipping), batch 256, bf16,
-# channels_last, triton scan; each model eager and compiled with CUDA graphs, side by side in one call.
+# Model throughput on one GPU (bench.py), MobileMamba and any timm model in the same harness: fused (reparameterized)
+# inference and the training step (AdamW, clipping), batch 256, bf16, channels_last, each model at its own
+# resolution; eager and compiled with CUDA graphs, side by side in one call.
 #
 #   OUT=DIR bash benchmarks/speed.sh            # from the repository root; about 5 minutes on an H200
 #
-# MODELS (t2,s6,b1,b4) and TRAIN_MODELS (t2,s6,b1) choose the models; EXTRA adds bench.py options to every row
-# (e.g. EXTRA="wavelet=conv,shuffle"). One bench.py process per model and mode, all at once: they compile
-# concurrently and take turns on the GPU (bench.py's gpu_lock), each stopped after LIMIT seconds (270) with the rows
-# it finished. Writes $OUT/speed.md (the table; 'x eager' = img/s over the eager row of the same model and mode),
-# $OUT/speed.csv, and each process's bench.csv and log under $OUT/<mode>_<model>/.
+# MODELS (inference: eager, and compiled + CUDA graph), TRAIN_MODELS (training step, eager) and FAST_TRAIN_MODELS
+# (training step compiled with CUDA graphs, default TRAIN_MODELS) are comma lists of bench.py model names (t2, s6,
+# levit_256, ...); EXTRA adds bench.py options to every row (e.g. EXTRA="freeze=true"). One bench.py process per
+# model and row kind, all at once: they compile concurrently and take turns on the GPU (bench.py's gpu_lock), each
+# stopped after LIMIT seconds (270) with the rows it finished. Writes $OUT/speed.md (the table), $OUT/speed.csv, and
+# each process's bench.csv and log under $OUT/<kind>_<model>/.
 set -uo pipefail
 . benchmarks/install_deps.sh
 OUT=${OUT:?set OUT to the output directory}
 MODELS=${MODELS-t2,s6,b1,b4}  # empty: none
 TRAIN_MODELS=${TRAIN_MODELS-t2,s6,b1}
+FAST_TRAIN_MODELS=${FAST_TRAIN_MODELS-$TRAIN_MODELS}
 LIMIT=${LIMIT:-270}
 read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
 mkdir -p "$OUT"
-COMMON=(batch=256 amp=bf16 channels_last=true scan_backend=triton warmup=10 iters=20 repeats=5 "gpu_lock=$OUT/gpu.lock")
-INFER=(mode=infer fused=true compile=false,true cuda_graph=false,true)
-TRAIN=(mode=train compile=false,true compile_mode=reduce-overhead iters=10)
+COMMON=(batch=256 amp=bf16 channels_last=true warmup=10 iters=20 repeats=5 "gpu_lock=$OUT/gpu.lock")
+INFER=(mode=infer fused=true)
+TRAIN=(mode=train iters=10)
+FAST_INFER=(compile=true cuda_graph=true)
+FAST_TRAIN=(compile=true compile_mode=reduce-overhead)
 
 bench() {  # NAME BENCH_ARGS...: one bench.py process, its log and bench.csv in $OUT/NAME
   local name=$1; shift
@@ -33,8 +38,12 @@ bench() {  # NAME BENCH_ARGS...: one bench.py process, its log and bench.csv in 
 
 nvidia-smi -L | tee "$OUT/device.txt"
 : >"$OUT/status.txt"
-for m in ${MODELS//,/ }; do bench "infer_$m" "model=$m" "${INFER[@]}" & done
-for m in ${TRAIN_MODELS//,/ }; do bench "train_$m" "model=$m" "${TRAIN[@]}" & done
+for m in ${MODELS//,/ }; do
+  bench "infer_eager_$m" "model=$m" "${INFER[@]}" &
+  bench "infer_fast_$m" "model=$m" "${INFER[@]}" "${FAST_INFER[@]}" &
+done
+for m in ${TRAIN_MODELS//,/ }; do bench "train_eager_$m" "model=$m" "${TRAIN[@]}" & done
+for m in ${FAST_TRAIN_MODELS//,/ }; do bench "train_fast_$m" "model=$m" "${TRAIN[@]}" "${FAST_TRAIN[@]}" & done
 wait
 python3 - "$OUT" <<'EOF'
 import sys

@@ -1,7 +1,8 @@
-"""One Markdown table: bench.py's compiled training step against train.py's default path, per model, from the files
-benchmarks/fast_path.sh leaves in OUT (OUT/bench_NAME/bench.csv, OUT/train_NAME/{metrics.jsonl, profile_summary.txt}).
+"""One Markdown table: bench.py's compiled training step against train.py's default path, per run, from the files
+benchmarks/engine_step.sh leaves in OUT (OUT/bench_MODEL/bench.csv, OUT/train_RUN/{metrics.jsonl,
+profile_summary.txt}; RUN is MODEL or MODEL_jpegs, compared with bench_MODEL).
 
-    python benchmarks/fast_path_table.py OUT [--names s6,t2,b1,s6_kd]
+    python benchmarks/engine_step_table.py OUT [--names s6,s6_jpegs,t2,b1,s6_kd]
 
 train.py's img/s is that of its last train record (the updates after the profiler's window); data wait is the share
 of the step the loop waited for batches over the records after the first two; compile is the startup event's first
@@ -47,14 +48,16 @@ def fmt(value, spec: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--names", default="s6,t2,b1,s6_kd")
+    ap.add_argument("--names", default="s6,s6_jpegs,t2,t2_jpegs,b1,b1_jpegs,s6_kd,s6_kd_jpegs")
     args = ap.parse_args(argv)
     lines = ["| step | bench.py img/s (setup s) | train.py img/s | × bench | ms/update (kernels, profiled wall) | "
              "data wait | compile + capture s | path |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for name in args.names.split(","):
-        bench_csv, run = args.out / f"bench_{name}" / "bench.csv", args.out / f"train_{name}"
+        bench_csv, run = args.out / f"bench_{name.removesuffix('_jpegs')}" / "bench.csv", args.out / f"train_{name}"
         b = bench_row(bench_csv) if bench_csv.exists() else {}
         t = train_row(run) if (run / "metrics.jsonl").exists() else {}
+        if not (b or t):
+            continue
         ratio = t["img_per_s"] / b["img_per_s"] if b and t else None
         lines.append(f"| {name} | {fmt(b.get('img_per_s'), ',.0f')} ({fmt(b.get('setup_s'), '.0f')}) | "
                      f"{fmt(t.get('img_per_s'), ',.0f')} | {fmt(ratio, '.2f')} | {fmt(t.get('step_ms'), '.1f')} "
