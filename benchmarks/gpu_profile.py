@@ -1,7 +1,10 @@
 """Where the GPU time of MobileMamba goes: the top CUDA kernels of the fused bf16 channels_last forward (and of a
 training step), from torch.profiler, as a table next to benchmarks/roofline.py's floors.
 
-    python benchmarks/gpu_profile.py [--variants t2,s6] [--batch 256] [--mode infer,train] [--top 20]
+    python benchmarks/gpu_profile.py [--variants t2,s6] [--batch 256] [--mode infer,train] [--top 20] [--compile]
+
+--compile profiles the model compiled by torch.compile (inductor, no CUDA graphs, Haar step as pixel shuffle), so
+the table lists the kernels the compiled model runs.
 """
 from __future__ import annotations
 
@@ -14,34 +17,37 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mobilemamba.models import VARIANTS, create_model  # noqa: E402
+from mobilemamba.models.compiling import compile_model  # noqa: E402
 
 
-def _step_fn(name: str, mode: str, batch: int):
+def _step_fn(name: str, mode: str, batch: int, compiled: bool = False):
     model = create_model(name, scan_backend="auto").cuda().to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, VARIANTS[name].img_size, VARIANTS[name].img_size, device="cuda")
     x = x.contiguous(memory_format=torch.channels_last)
     if mode == "infer":
         model = model.fuse()
+    runner = compile_model(model, model, "whole", "default") if compiled else model
+    if mode == "infer":
 
         def step():
             with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
-                model(x)
+                runner(x)
         return step
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     target = torch.randint(0, 1000, (batch,), device="cuda")
 
     def step():
         with torch.autocast("cuda", torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), target)
+            loss = torch.nn.functional.cross_entropy(runner(x).float(), target)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step
 
 
-def profile_one(name: str, mode: str, batch: int, top: int, iters: int = 5) -> None:
+def profile_one(name: str, mode: str, batch: int, top: int, iters: int = 5, compiled: bool = False) -> None:
     torch.backends.cudnn.benchmark = True
-    step = _step_fn(name, mode, batch)
+    step = _step_fn(name, mode, batch, compiled)
     for _ in range(5):
         step()
     torch.cuda.synchronize()
@@ -67,10 +73,11 @@ def main() -> int:
     ap.add_argument("--mode", default="infer,train")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--compile", action="store_true", help="profile the torch.compile'd model (no CUDA graphs)")
     args = ap.parse_args()
     for v in args.variants.split(","):
         for mode in args.mode.split(","):
-            profile_one(f"mobilemamba_{v}", mode, args.batch, args.top)
+            profile_one(f"mobilemamba_{v}", mode, args.batch, args.top, compiled=args.compile)
     return 0
 
 

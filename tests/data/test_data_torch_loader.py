@@ -114,6 +114,21 @@ def test_workers_and_persistent_workers_deliver_the_same_epoch(jpeg_folder):
         assert all(torch.equal(ya, yb) for (_, ya), (_, yb) in zip(a, b))
 
 
+def test_close_ends_the_persistent_worker_processes_and_the_loader_iterates_again(jpeg_folder):
+    """The workers block the stop signals (they are the trainer's to handle), so they must be ended by the loader:
+    left to the interpreter's exit, multiprocessing would signal them in vain and wait for them forever."""
+    import multiprocessing
+
+    train, _ = build_loaders(torch_cfg(jpeg_folder, workers=2), {"auto_augment": None}, **loader_kwargs())
+    first = [y for _, y in train]
+    workers = multiprocessing.active_children()
+    assert len(workers) == 2, "persistent workers outlive their epoch"
+    train.close()
+    assert not any(w.is_alive() for w in workers)
+    assert all(torch.equal(a, b) for a, b in zip(first, (y for _, y in train))), "it iterates again after close"
+    train.close()
+
+
 def test_loader_workers_are_no_more_than_the_cpus_this_process_may_use(jpeg_folder, monkeypatch, caplog):
     """data.workers=8 on a 2-CPU machine: 2 workers each for train and val, said once, and PyTorch's
     'excessive worker creation' warning never fires."""

@@ -32,7 +32,9 @@ def _preempt(args, env, run_dir, sig: signal.Signals, after_update: int, log, *,
     if ranks == 1:  # torchrun exits with its own code for a signal to itself; the ranks' orderly stops are below
         assert done.code == EXIT_CODE[sig], done.stderr[-3000:]
     assert "killed by signal" not in done.stderr, "a loader worker died of the signal"
-    assert done.stderr.count(f"stopped by {sig.name}; last.ckpt written") == ranks, done.stderr[-3000:]
+    # rank 0 says it for all ranks (the others show only what concerns them alone); each rank ended on its own
+    assert done.stderr.count(f"stopped by {sig.name}; last.ckpt written") == 1, done.stderr[-3000:]
+    assert "forcefully exiting" not in done.stderr, "torchrun had to kill a rank that did not end"
     stopped = H.load(run_dir / "last.ckpt")
     preempted = [r for r in H.records(run_dir) if r.get("event") == "preempted"]
     assert preempted and preempted[-1]["signal"] == sig.name

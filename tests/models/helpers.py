@@ -17,6 +17,8 @@ def scan_inputs(batch=2, groups=2, channels=6, length=97, seed=0, dtype=torch.fl
 
 
 def rel(a, b):
-    """Relative error of `a` against `b`; an exact-zero reference (e.g. dA at L = 1) is compared absolutely."""
+    """Relative error of `a` against `b`; an exact-zero reference (e.g. dA at L = 1) is compared absolutely, against a
+    scale of 0.1: float32 rounding of O(1) terms (~1e-7; a compiled kernel contracts h - x into FMAs) stays under the
+    tests' 1e-5."""
     a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm()).item() if b.norm() > 0 else (a - b).abs().max().item() * 1e6
+    return ((a - b).norm() / b.norm()).item() if b.norm() > 0 else (a - b).abs().max().item() / 0.1

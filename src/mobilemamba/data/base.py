@@ -64,6 +64,9 @@ class BatchLoader:
         if start_batch:
             raise DatasetError(f"{type(self).__name__} has no order to resume inside; start_batch must be 0")
 
+    def close(self) -> None:
+        """Release what outlives an iteration (worker processes); the loader can iterate again after."""
+
 
 def host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """A small host array (sampled augmentation parameters) on ``device`` without blocking the host: through

@@ -211,6 +211,15 @@ class TorchLoader(BatchLoader):
         else:
             super().set_epoch(epoch, start_batch)
 
+    def close(self) -> None:
+        """Stop the worker processes now. They persist across epochs (the DataLoader keeps its iterator), and left to
+        the interpreter's exit, multiprocessing would end them with SIGTERM, which they block (stop_signals_blocked),
+        and then wait for them forever."""
+        workers = getattr(self._loader, "_iterator", None)  # DataLoader's persistent iterator (persistent_workers)
+        if workers is not None:
+            workers._shutdown_workers()
+            self._loader._iterator = None
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         with stop_signals_blocked():  # the worker processes, started (or woken) here, leave them to the trainer
             batches = iter(self._loader)

@@ -95,23 +95,26 @@ def _evaluate(cfg: DictConfig, out_dir: Path, env: D.DistEnv) -> dict[str, Any]:
     def autocast():
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
-    images, _ = next(rng_neutral_iter(val_loader))
-    evaluated = model
-    diff = None
-    agree = None
-    if cfg.fuse:
-        fused = fused_copy(model)
-        diff = max_abs_diff(model, fused, images)
-        with torch.no_grad():
-            scale = model(images).float().abs().max().item()
-        agree = diff <= fuse_tolerance(scale)
-        if env.is_main:
-            print(f"fused vs unfused on the first batch: max |diff| = {diff:.3e} ({'OK' if agree else 'MISMATCH'})", flush=True)
-        evaluated = fused
-    if cfg.get("channels_last"):
-        evaluated = evaluated.to(memory_format=torch.channels_last)
-    res = evaluate(evaluated, val_loader, device=device, autocast=autocast, max_batches=cfg.get("max_batches"),
-                   channels_last=bool(cfg.get("channels_last", False)))
+    try:  # the loader's worker processes end here, not at the interpreter's exit (TorchLoader.close)
+        images, _ = next(rng_neutral_iter(val_loader))
+        evaluated = model
+        diff = None
+        agree = None
+        if cfg.fuse:
+            fused = fused_copy(model)
+            diff = max_abs_diff(model, fused, images)
+            with torch.no_grad():
+                scale = model(images).float().abs().max().item()
+            agree = diff <= fuse_tolerance(scale)
+            if env.is_main:
+                print(f"fused vs unfused on the first batch: max |diff| = {diff:.3e} ({'OK' if agree else 'MISMATCH'})", flush=True)
+            evaluated = fused
+        if cfg.get("channels_last"):
+            evaluated = evaluated.to(memory_format=torch.channels_last)
+        res = evaluate(evaluated, val_loader, device=device, autocast=autocast, max_batches=cfg.get("max_batches"),
+                       channels_last=bool(cfg.get("channels_last", False)))
+    finally:
+        val_loader.close()
     tp_cfg = cfg.get("throughput") or {}
     if tp_cfg.get("cuda_graph") and device.type != "cuda":
         raise ConfigError(f"throughput.cuda_graph=true needs a CUDA device, got device={device}")

@@ -127,7 +127,7 @@ class Trainer:
             self.phase_epoch_start.append(self.phase_epoch_start[-1] + ph.epochs)
         self.total_epochs = self.phase_epoch_start[-1]
         self.total_updates = self.total_epochs * self.upe
-        self.log_every = log_interval(int(t.log_every), self.total_updates)
+        self.record_every = log_interval(int(t.log_every), self.total_updates)
 
         self.optimizer = build_optimizer(self.model, cfg.optim, self.plan.lr)
         self.schedule = PhasedSchedule(self.optimizer, cfg.sched, self.plan, self.phases, self.upe)
@@ -338,6 +338,9 @@ class Trainer:
         finally:
             self.preempt.uninstall()
             self.logger.close()
+            for loader in (getattr(self, "train_loader", None), getattr(self, "val_loader", None)):
+                if loader is not None:
+                    loader.close()  # worker processes end here, not at the interpreter's exit
 
     # ---------------------------------------------------------------------------------- one epoch
     @staticmethod
@@ -432,12 +435,14 @@ class Trainer:
         return loss, kd
 
     def _read_back_due(self) -> bool:
-        """Where the queued records are read back: every trainer.log_every updates and the run's first (the train
-        records), this process's first (its startup cost), each periodic checkpoint and the epoch's last (they hold
-        everything up to them). The same updates on every rank, since a stop is decided there for all; only a single
-        process, having no rank to agree with, also reads back at once after a signal."""
+        """Where the queued records are read back: every trainer.log_every updates and the run's first, this
+        process's first (its startup cost), each periodic checkpoint and the epoch's last (they hold everything up to
+        them). A short run writes train records more often (`self.record_every`, runlog.log_interval), from the rows read
+        back here, so it still never waits for the host between read-backs. The same updates on every rank, since a
+        stop is decided there for all; only a single process, having no rank to agree with, also reads back at once
+        after a signal."""
         u, every = self.update, int(self.t.get("ckpt_every_iters") or 0)
-        return (u % self.log_every == 0 or u == 1 or self._readbacks == 0
+        return (u % max(1, int(self.t.log_every)) == 0 or u == 1 or self._readbacks == 0
                 or (every > 0 and u % every == 0) or self.batch >= self.batches_used
                 or (not self.env.distributed and self.preempt.requested != 0))
 
@@ -472,7 +477,7 @@ class Trainer:
                 st["loss_sum"] += loss
                 st["kd_sum"] += kd
                 st["updates"] += 1
-            if q.update % self.log_every == 0 or q.update == 1:
+            if q.update % self.record_every == 0 or q.update == 1:
                 self.logger.log("train", phase=self.phases[p].name, epoch=self.epoch + 1, iteration=q.update,
                                 loss=loss, kd=kd, lr=q.lr, skipped=bool(skipped), **timing)
             stop = stop or stop_any > 0

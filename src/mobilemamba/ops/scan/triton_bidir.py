@@ -26,8 +26,9 @@ from torch import Tensor
 
 from .triton_scan import _combine, _softplus
 
-# Tiles of 32 steps x 32 channels (1024 elements; short sequences get more channels per program): the fastest of
-# 32x1024, 64x2048 and 128x4096 in every S6 stage on an H200, inference and training (docs/results.md#scan-tiles).
+# Tiles of 32 steps x 32 channels (1024 elements; short sequences get more channels per program): of 32x1024, 64x2048
+# and 128x4096 the fastest in every S6 stage for inference, and for training in stages 1-2 (stage 3: 6 % behind
+# 128x4096), on an H200 (docs/results.md#scan-tiles).
 MAX_BLOCK_L = 32  # sequence steps per tile
 TILE_ELEMENTS = 1024  # BLOCK_L x BLOCK_D
 
