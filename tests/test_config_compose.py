@@ -175,7 +175,13 @@ def test_global_batch_sets_the_per_gpu_batch():
 
 def test_missing_dataset_path_is_named(tmp_path):
     msg = _error("experiment=mobilemamba_t2", f"data.root={tmp_path / 'nope'}", check_paths=True)
-    assert msg.startswith("data.root") and "does not exist" in msg
+    assert msg.startswith("data.root") and "does not exist" in msg and "pass data.root=" in msg
+
+
+def test_an_unset_class_count_says_how_to_set_it(tmp_path):
+    """data=folder leaves the class count to the user (`???`): the error names the key and the override."""
+    msg = _error("experiment=mobilemamba_t2", "data=folder", f"data.root={tmp_path}")
+    assert msg == "data.num_classes is not set (pass data.num_classes=N)"
 
 
 def test_bad_phase_is_named():

@@ -249,6 +249,9 @@ def _positive(cfg: DictConfig, key: str, *, integer: bool = False, allow_zero: b
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if integer:
         ok = ok and float(value).is_integer()
+    if value is None:
+        example = "N" if integer else "VALUE"
+        raise ConfigError(f"{key} is not set (pass {key}={example})")
     if not ok:
         kind = "a non-negative" if allow_zero else "a positive"
         raise ConfigError(f"{key} must be {kind} {'integer' if integer else 'number'}, got {value!r}")
@@ -352,7 +355,7 @@ def check_data_paths(data_cfg: DictConfig) -> None:
     if root is None or str(root) in ("", "???"):
         raise ConfigError("data.root is not set (pass data.root=/path/to/dataset)")
     if not Path(str(root)).exists() and not data_cfg.get("generate"):
-        raise ConfigError(f"data.root: dataset path does not exist: {root}")
+        raise ConfigError(f"data.root: dataset path does not exist: {root} (pass data.root=/path/to/dataset)")
 
 
 # ----------------------------------------------------------------------------------------------- known keys
