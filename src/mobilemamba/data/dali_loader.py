@@ -370,6 +370,12 @@ class DaliLoader(BatchLoader):
             return torch.cuda.current_stream(self.device)
         return None
 
+    def _ready_pipe(self) -> tuple[object, Optional["torch.cuda.Stream"]]:
+        """The pipeline (built if there is none: the first epoch, or after a failure killed it) and its stream."""
+        if self._pipe is None:
+            self._pipe = self._build(self._source, _pipeline_seed(self.seed, self.rank))
+        return self._pipe, self._stream(self._pipe)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         previous = self._gen() if self._gen is not None else None
         if previous is not None:  # an abandoned iteration still held somewhere: finish it (drain + reset) first
@@ -388,11 +394,9 @@ class DaliLoader(BatchLoader):
             raise DatasetError(too_small_message(len(self.split), self.batch_size, self._world_size))
         if not batches:
             return
-        if self._pipe is None:
-            self._pipe = self._build(self._source, _pipeline_seed(self.seed, self.rank))
-        pipe, finished = self._pipe, False
+        pipe, stream = self._ready_pipe()
+        finished = False
         self._pending, self._inflight = deque(batches), deque()
-        stream = self._stream(pipe)
         zero_copy = stream is not None
         try:
             while True:
@@ -405,9 +409,7 @@ class DaliLoader(BatchLoader):
                     self._pipe = None
                     if not (self.leave_out_unreadable and self._requeue_without_unreadable()):
                         raise self._decode_error(e) from None
-                    pipe = self._pipe = self._build(self._source, _pipeline_seed(self.seed, self.rank))
-                    stream = self._stream(pipe)
-                    zero_copy = stream is not None
+                    pipe, stream = self._ready_pipe()  # the same kind as before: zero_copy holds
                     continue
                 n = len(self._inflight.popleft()[1])
                 dali_x = _to_torch(images, self.device, zero_copy)[:n]

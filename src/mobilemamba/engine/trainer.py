@@ -127,7 +127,9 @@ class Trainer:
             self.phase_epoch_start.append(self.phase_epoch_start[-1] + ph.epochs)
         self.total_epochs = self.phase_epoch_start[-1]
         self.total_updates = self.total_epochs * self.upe
-        self.record_every = log_interval(int(t.log_every), self.total_updates)
+        self.read_back_every = max(1, int(t.log_every))
+        self.record_every = log_interval(self.read_back_every, self.total_updates)
+        self.ckpt_every = int(t.get("ckpt_every_iters") or 0)  # updates between periodic checkpoints (0: none)
 
         self.optimizer = build_optimizer(self.model, cfg.optim, self.plan.lr)
         self.schedule = PhasedSchedule(self.optimizer, cfg.sched, self.plan, self.phases, self.upe)
@@ -383,8 +385,7 @@ class Trainer:
                 self._preempt_exit()
             tick()
             faults.after_update(self.update, env.rank)  # inert unless a MOBILEMAMBA_FAULT_* variable is set
-            every = int(t.get("ckpt_every_iters") or 0)
-            if every and self.update % every == 0 and self.batch < self.batches_used:
+            if self.ckpt_every and self.update % self.ckpt_every == 0 and self.batch < self.batches_used:
                 self.save_checkpoint()
         self._close_bar(bar)
         # a signal that arrived during the last update of the epoch: stop before the (long) eval
@@ -441,9 +442,9 @@ class Trainer:
         back here, so it still never waits for the host between read-backs. The same updates on every rank, since a
         stop is decided there for all; only a single process, having no rank to agree with, also reads back at once
         after a signal."""
-        u, every = self.update, int(self.t.get("ckpt_every_iters") or 0)
-        return (u % max(1, int(self.t.log_every)) == 0 or u == 1 or self._readbacks == 0
-                or (every > 0 and u % every == 0) or self.batch >= self.batches_used
+        u = self.update
+        return (u % self.read_back_every == 0 or u == 1 or self._readbacks == 0
+                or (self.ckpt_every > 0 and u % self.ckpt_every == 0) or self.batch >= self.batches_used
                 or (not self.env.distributed and self.preempt.requested != 0))
 
     def _read_back(self, p: int, bar: Any) -> None:
