@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # train.py's update against bench.py's bare compiled step, on one GPU, side by side: bench.py's compiled training step
-# (fp16 + scaler, CUDA graphs), then train.py's default path (trainer.compile=auto) with the published recipe (EMA,
-# Mixup/CutMix, clipping, fp16) on synthetic device batches, then on ImageNet-like JPEGs through DALI (Triton
-# RandAugment, erasing, the prefetch thread). Batch 256, channels_last, each model at its own resolution.
+# (fp16 + scaler, CUDA graphs), then train.py's default path (trainer.compile=auto, trainer.capture=auto: the update
+# captured whole) with the published recipe (EMA, Mixup/CutMix, clipping, fp16) on synthetic device batches, then on
+# ImageNet-like JPEGs through DALI (Triton RandAugment, erasing, the prefetch thread). Batch 256, channels_last, each
+# model at its own resolution.
 #
 #   OUT=DIR bash benchmarks/engine_step.sh      # from the repository root; S6 alone: about 8 minutes on an H200
 #

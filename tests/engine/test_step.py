@@ -25,23 +25,41 @@ ENGINE_CODE = (str(REPO / "src" / "mobilemamba" / "engine"), str(REPO / "distill
 
 # ------------------------------------------------------------------------------------------------ trainer.compile=auto
 @pytest.mark.parametrize("device, compile, mode, capture, expected", [
-    ("cpu", "auto", "auto", "model", (None, "default", "model")),
+    ("cpu", "auto", "auto", "auto", (None, "default", "model")),
+    ("cuda", "auto", "auto", "auto", ("whole", "default", "update")),  # the default on one GPU: the update captured
     ("cuda", "auto", "auto", "model", ("whole", "reduce-overhead", "model")),
     ("cuda", "auto", "auto", "update", ("whole", "default", "update")),  # no graph inside the update's graph
     ("cuda", "auto", "reduce-overhead", "update", ("whole", "default", "update")),
-    ("cuda", None, "auto", "model", (None, "reduce-overhead", "model")),  # compile=false: eager
-    ("cpu", "whole", "auto", "model", ("whole", "default", "model")),  # asked for: compiled on CPU too
+    ("cuda", None, "auto", "auto", (None, "reduce-overhead", "model")),  # compile=false: eager, nothing captured
+    ("cpu", "whole", "auto", "auto", ("whole", "default", "model")),  # asked for: compiled on CPU too
     ("cuda", "regional", "default", "model", ("regional", "default", "model")),
 ])
-def test_compile_auto_is_the_graphed_whole_model_on_cuda_and_eager_on_cpu(device, compile, mode, capture, expected):
+def test_compile_auto_is_the_captured_whole_update_on_cuda_and_eager_on_cpu(device, compile, mode, capture, expected):
     plan = resolve_step_plan(device, compile, mode, capture)
     assert (plan.compile, plan.mode, plan.capture) == expected
     assert plan.describe()  # the one line logged at start
 
 
+@pytest.mark.parametrize("why, kwargs", [("accumulation or a non-fused optimizer", dict(update_capturable=False)),
+                                         ("DDP", dict(distributed=True))])
+def test_capture_auto_keeps_the_model_graphs_where_the_update_cannot_be_one_graph(why, kwargs):
+    plan = resolve_step_plan("cuda", "auto", "auto", "auto", **kwargs)
+    assert (plan.compile, plan.mode, plan.capture) == ("whole", "reduce-overhead", "model"), why
+
+
+def test_capture_auto_reads_accumulation_and_the_optimizer_from_the_config(cache_dir):
+    from mobilemamba.engine.config import update_capturable
+
+    from .helpers import compose_cfg
+
+    assert update_capturable(compose_cfg(cache_dir))
+    assert not update_capturable(compose_cfg(cache_dir, "trainer.accum_steps=2"))
+    assert not update_capturable(compose_cfg(cache_dir, "optim.fused=false"))
+
+
 def test_compile_auto_stays_eager_where_the_compiler_cannot_run():
-    plan = resolve_step_plan("cuda", "auto", "auto", "model", compiler_ready=False)
-    assert plan.compile is None and "cannot generate code" in plan.describe()
+    plan = resolve_step_plan("cuda", "auto", "auto", "auto", compiler_ready=False)
+    assert plan.compile is None and plan.capture == "model" and "cannot generate code" in plan.describe()
 
 
 # ------------------------------------------------------------------------------------------------ the device update
@@ -243,6 +261,6 @@ def test_capture_update_refuses_what_it_cannot_capture(cache_dir):
 
     for overrides, key in ((("trainer.capture=update", "trainer.accum_steps=2"), "trainer.accum_steps=2"),
                            (("trainer.capture=update", "optim.fused=false"), "optim.fused=false"),
-                           (("trainer.capture=graph",), "trainer.capture must be model or update")):
+                           (("trainer.capture=graph",), "trainer.capture must be auto, model or update")):
         with pytest.raises(ConfigError, match=key):
             validate_train_config(compose_cfg(cache_dir, *overrides), check_paths=False)

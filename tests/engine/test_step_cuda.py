@@ -94,12 +94,12 @@ def test_queued_updates_never_wait_for_the_host(captured):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("capture", ["model", "update"])
-def test_train_py_default_path_compiles_with_cuda_graphs_and_trains(cache_dir, tmp_path, capture):
+@pytest.mark.parametrize("capture, expected", [("auto", "update"), ("model", "model")])
+def test_train_py_default_path_compiles_with_cuda_graphs_and_trains(cache_dir, tmp_path, capture, expected):
     assert run(cache_dir, tmp_path, "trainer.epochs=1", "trainer.amp=fp16", f"trainer.capture={capture}",
                "trainer.deterministic=false") == 0
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     (startup,) = [r for r in recs if r.get("event") == "startup"]
-    mode = "reduce-overhead" if capture == "model" else "default"
-    assert (startup["compile"], startup["compile_mode"], startup["capture"]) == ("whole", mode, capture)
+    mode = "reduce-overhead" if expected == "model" else "default"
+    assert (startup["compile"], startup["compile_mode"], startup["capture"]) == ("whole", mode, expected)
     assert all(math.isfinite(r["loss"]) for r in recs if r["kind"] == "train")

@@ -312,17 +312,22 @@ def compile_how(value: Any) -> str | None:
 
 
 def check_capture(cfg: DictConfig) -> str:
-    """trainer.capture: model (CUDA graphs of the compiled model, the default) or update (the whole update as one
-    CUDA graph: one micro-batch per update, the fused AdamW that skips on the device)."""
-    capture = str(cfg.trainer.get("capture") or "model")
-    if capture not in ("model", "update"):
-        raise ConfigError(f"trainer.capture must be model or update, got {capture!r}")
+    """trainer.capture: auto (the default; `resolve_step_plan` decides), model (CUDA graphs of the compiled model) or
+    update (the whole update as one CUDA graph: one micro-batch per update, the fused AdamW that skips on the device)."""
+    capture = str(cfg.trainer.get("capture") or "auto")
+    if capture not in ("auto", "model", "update"):
+        raise ConfigError(f"trainer.capture must be auto, model or update, got {capture!r}")
     if capture == "update" and int(cfg.trainer.accum_steps) != 1:
         raise ConfigError(f"trainer.capture=update captures one micro-batch per update; trainer.accum_steps="
                           f"{cfg.trainer.accum_steps} needs trainer.capture=model")
     if capture == "update" and cfg.optim.get("fused", "auto") is False:
         raise ConfigError("trainer.capture=update needs the fused AdamW (optim.fused=auto or true), got optim.fused=false")
     return capture
+
+
+def update_capturable(cfg: DictConfig) -> bool:
+    """The whole update can be one CUDA graph: one micro-batch per update and the fused AdamW."""
+    return int(cfg.trainer.accum_steps) == 1 and cfg.optim.get("fused", "auto") is not False
 
 
 def apply_global_batch(cfg: DictConfig, world_size: int) -> None:

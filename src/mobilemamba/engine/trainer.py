@@ -31,7 +31,7 @@ from .checkpoint import BEST, LAST, CheckpointLoadError, CheckpointSaveError, at
 from ..models import count_params
 from ..models.compiling import compile_model
 from .config import (ConfigError, Phase, build_model, check_capture, compile_how, dataset_name, lr_plan, plain,
-                     resolve_phases, should_evaluate)
+                     resolve_phases, should_evaluate, update_capturable)
 from .ema import ModelEma
 from .evaluate import evaluate, fuse_tolerance, fused_copy, ieee_fp32, iterating, max_abs_diff, rng_neutral_iter
 from .layout import Layout, check_resume_layout, resume_batch, saved_layout
@@ -213,7 +213,7 @@ class Trainer:
         """trainer.compile / compile_mode / capture resolved for this device (logged once, in the startup event)."""
         plan = resolve_step_plan(self.device.type, compile_how(self.t.get("compile")),
                                  str(self.t.get("compile_mode") or "auto"), check_capture(self.cfg),
-                                 compiler_ready(self.device.type))
+                                 compiler_ready(self.device.type), update_capturable(self.cfg), self.env.distributed)
         if self.env.is_main:
             log.info("training step: %s", plan.describe())
         return plan
