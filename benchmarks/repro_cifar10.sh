@@ -3,6 +3,7 @@
 #   1. the size ranking holds: T2 < S6 < B1 in top-1 at equal epochs   (experiment=cifar10_{t2,s6,b1})
 #   2. the † mechanism holds: T2 with KD from the framework's own B1 + 2x epochs beats plain T2 (cifar10_t2_kd)
 #   3. fused eval == unfused eval, same top-1 on every image             (engine final eval + eval.py fuse=true/false)
+#   4. where MobileMamba stands against a timm baseline of its class under the same recipe and epochs (BASELINE)
 # then `python -m mobilemamba.report` over all runs: report.md / report.csv / accuracy_vs_speed.png / training_curves.png.
 #
 #   [OUT=DIR] bash benchmarks/repro_cifar10.sh [STEP ...]  STEP in: train eval report (default: all three; the
@@ -11,7 +12,10 @@
 # Idempotent and resumable: a finished run is skipped, an unfinished one resumes from its last.ckpt, so rerun the
 # same command until it prints "REPRO COMPLETE" (e.g. once per 10-minute device call with BUDGET_S=540).
 # Variables:
-#   EPOCH_SCALE  multiplies the epochs (1 = 30 epochs for t2/s6/b1 and 60 for t2_kd; 0.1 = 3 and 6). Default 1.
+#   EPOCH_SCALE  multiplies the epochs (1 = 30 epochs for t2/s6/b1/the baseline and 60 for t2_kd; 0.1 = 3 and 6;
+#                3.333 = 100 and 200, the decisive miniature). Default 1.
+#   BASELINE     the baseline's experiment (default cifar10_repvit_m0_9: conf/experiment/, a `model=timm` student);
+#                empty: none.
 #   BUDGET_S     stop launching/kill (SIGTERM -> checkpoint -> exit 75) after this many seconds; 0 = no limit.
 #   LOADER       train data loader: auto (dali if importable, else torch) | dali | torch.   EVAL_LOADER: torch.
 #   CIFAR10_ARCHIVE  the .tar.zst (or .tar.gz/.tar); default: first of .data/, shared/data/, ../shared/data/.
@@ -26,9 +30,10 @@
 #   EVAL_SPECS   which eval.py passes per run (default: "eval_unfused eval_fused eval_fused_bf16"); the engine's
 #                final eval already checks fused == unfused, so eval_fused_bf16 alone adds the throughput column.
 #   OUT          if set, the report, logs, timings and a tarball of the run dirs (no checkpoints) are copied there.
-#   COMPILE      none (default) | reduce-overhead: trainer.compile=true with CUDA graphs for the train step. Eager, an
-#                H200 spends 163 ms per update of cifar10_b1 at 128 px (36-40 s an epoch), launch-bound; with CUDA
-#                graphs the same run trains 2.6-3x faster with the same loss curve (docs/results.md, Reproduction).
+#   COMPILE      auto (default: train.py's default fast path, on CUDA the model compiled and the update captured as
+#                one CUDA graph) | none: trainer.compile=false, eager (an H200 spends 163 ms per update of
+#                cifar10_b1 at 128 px eagerly, launch-bound; with CUDA graphs the same run trains 2.6-3x faster with
+#                the same loss curve: docs/results.md, Reproduction) | reduce-overhead: CUDA graphs of the model only.
 #   IMG_SIZE     default 128.  EXTRA / EVAL_EXTRA: more Hydra overrides for every train.py / eval.py command, e.g. a
 #                CPU dry run of the whole pipeline in minutes: GPUS=0 LOADER=torch IMG_SIZE=32 EPOCH_SCALE=0.04
 #                EXTRA="trainer.max_iters_per_epoch=2 trainer.eval_max_batches=1" EVAL_EXTRA="max_batches=1 throughput.iters=2"
@@ -48,11 +53,17 @@ DATA=${CIFAR10_ROOT:-$WORK/cifar10_jpg}
 STEPS=${*:-train eval report}
 IMG_SIZE=${IMG_SIZE:-128}
 read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
-case ${COMPILE:-none} in
-  none) ;;
-  reduce-overhead) EXTRA_ARGS+=(trainer.compile=true trainer.compile_mode=reduce-overhead) ;;
-  *) echo "COMPILE must be none or reduce-overhead, got '$COMPILE'" >&2; exit 2 ;;
+case ${COMPILE:-auto} in
+  auto) ;;
+  none) EXTRA_ARGS+=(trainer.compile=false) ;;
+  reduce-overhead) EXTRA_ARGS+=(trainer.compile=true trainer.compile_mode=reduce-overhead trainer.capture=model) ;;
+  *) echo "COMPILE must be auto, none or reduce-overhead, got '$COMPILE'" >&2; exit 2 ;;
 esac
+BASELINE=${BASELINE-cifar10_repvit_m0_9}
+if [ -n "$BASELINE" ] && [ ! -f "conf/experiment/$BASELINE.yaml" ]; then
+  echo "BASELINE=$BASELINE has no conf/experiment/$BASELINE.yaml (set BASELINE= for none)" >&2; exit 2
+fi
+RUN_NAMES="cifar10_t2 cifar10_s6 cifar10_b1 cifar10_t2_kd $BASELINE"
 read -r -a EVAL_EXTRA_ARGS <<<"${EVAL_EXTRA:-}"
 T0=$(date +%s)
 mkdir -p "$RUNS" "$LOGS"
@@ -127,7 +138,8 @@ train() {
 
 train_kd() { train cifar10_t2_kd "$1" "distill.teacher=$RUNS/cifar10_b1/best.ckpt"; }
 lane_a() { train cifar10_b1 "$1" && train_kd "$1"; }
-lane_b() { train cifar10_s6 "$1" && train cifar10_t2 "$1"; }
+lane_b() { train cifar10_s6 "$1" && train cifar10_t2 "$1" && train_baseline "$1"; }
+train_baseline() { [ -z "$BASELINE" ] || train "$BASELINE" "$1"; }
 
 train_all() {
   local all a b half
@@ -136,7 +148,7 @@ train_all() {
     log "three sizes side by side on GPUs 0, 1, 2, then t2_kd on GPUs $all"
     train cifar10_b1 0 & local p1=$!
     train cifar10_s6 1 & local p2=$!
-    train cifar10_t2 2 & local p3=$!
+    { train cifar10_t2 2 && train_baseline 2; } & local p3=$!
     local r1 r2 r3
     wait $p1; r1=$?; wait $p2; r2=$?; wait $p3; r3=$?
     [ "$r1" -eq 0 ] && { train_kd "${KD_GPUS:-$all}" || r1=$?; }
@@ -145,7 +157,7 @@ train_all() {
   if [ "$NGPU" -ge 2 ]; then
     half=$((NGPU / 2))
     a=$(seq -s, 0 $((half - 1))); b=$(seq -s, "$half" $((2 * half - 1)))
-    log "two lanes: A (b1 -> t2_kd) on GPUs $a, B (s6 -> t2) on GPUs $b"
+    log "two lanes: A (b1 -> t2_kd) on GPUs $a, B (s6 -> t2 -> baseline) on GPUs $b"
     lane_a "$a" & local pa=$!
     lane_b "$b" & local pb=$!
     local ra rb
@@ -157,6 +169,7 @@ train_all() {
   train cifar10_b1 "$all" || rc=$?
   train cifar10_s6 "$all" || rc=$?
   train cifar10_t2 "$all" || rc=$?
+  train_baseline "$all" || rc=$?
   if finished "$RUNS/cifar10_b1"; then train_kd "$all" || rc=$?
   elif [ -n "${ONLY:-}" ] && selected cifar10_t2_kd; then log "cifar10_t2_kd: waits for cifar10_b1"; rc=75; fi
   return $rc
@@ -169,7 +182,9 @@ eval_one() {
   local dir=$RUNS/$name ck=$RUNS/$1/best.ckpt
   selected "$name" || return 0
   [ -f "$ck" ] && finished "$dir" || { log "$name: no finished run, eval skipped"; return 0; }
-  local common=(eval.py "model=$v" "model.img_size=$IMG_SIZE" data=cifar10 "data.root=$DATA" data.val_split=test
+  local model=("model=$v")  # a MobileMamba variant's config group, else a timm model (the baseline)
+  [ -f "conf/model/$v.yaml" ] || model=(model=timm "model.name=$v")
+  local common=(eval.py "${model[@]}" "model.img_size=$IMG_SIZE" data=cifar10 "data.root=$DATA" data.val_split=test
                 "data.loader=$EVAL_LOADER" "checkpoint=$ck" ema=true throughput.batch_size=256 throughput.warmup=10
                 throughput.iters=30 "${EVAL_EXTRA_ARGS[@]}")
   local spec sub args gpu=${2:-0}
@@ -188,7 +203,7 @@ eval_one() {
 eval_all() {  # side by side, one run per GPU (throughput needs the GPU to itself), in waves of NGPU runs
   local n i=0 pids=() lanes=$((NGPU > 0 ? NGPU : 1)) ids
   IFS=, read -r -a ids <<<"${GPU_LIST:-$(seq -s, 0 $((lanes - 1)))}"
-  for n in cifar10_t2 cifar10_s6 cifar10_b1 cifar10_t2_kd; do
+  for n in $RUN_NAMES; do
     eval_one $n "${ids[$i]}" & pids+=($!)
     i=$((i + 1))
     if [ "$i" -ge "$lanes" ]; then wait "${pids[@]}"; pids=(); i=0; fi
@@ -210,7 +225,7 @@ report() {
 
 done_all() {
   local n sub
-  for n in cifar10_t2 cifar10_s6 cifar10_b1 cifar10_t2_kd; do
+  for n in $RUN_NAMES; do
     finished "$RUNS/$n" || return 1
     for sub in ${EVAL_SPECS:-eval_unfused eval_fused eval_fused_bf16}; do [ -f "$RUNS/$n/$sub/results.json" ] || return 1; done
   done
